@@ -1,0 +1,1 @@
+"""Offline jobs (`batchjob train|score|...`) over the shared feature pipeline."""

@@ -1,0 +1,62 @@
+"""Layered fixtures: a tiny synthetic dataset, tiny trained models, the shipped model root."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared_features import ModelRegistry, resolve_params
+from shared_features.dataset import read_labeled
+from shared_features.training import train_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = REPO_ROOT / "models"
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "toxicity_davidson2017.csv"
+
+TOXIC_WORDS = ["idiot", "stupid", "trash", "moron", "loser", "hate", "dumb", "ugly"]
+CLEAN_WORDS = ["lovely", "thanks", "great", "sunny", "friend", "coffee", "music", "happy"]
+FILLER = ["the", "a", "you", "are", "so", "today", "really", "this", "is", "@someone", "http://t.co/x"]
+
+
+def make_rows(n: int, seed: int = 7) -> pd.DataFrame:
+    """Synthetic labeled tweets: separable enough to learn, noisy enough to be non-trivial."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = int(rng.random() < 0.6)
+        vocab = TOXIC_WORDS if label else CLEAN_WORDS
+        words = rng.sample(FILLER, 4) + rng.sample(vocab, 2) + rng.sample(TOXIC_WORDS + CLEAN_WORDS, 1)
+        rng.shuffle(words)
+        rows.append({"id": i, "text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    make_rows(400).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory, tiny_csv) -> Path:
+    """A model root holding toxicity/v1 (word n-grams, 0.5) and toxicity/v2 (char n-grams, auto)."""
+    root = tmp_path_factory.mktemp("models")
+    data = read_labeled(tiny_csv)
+    train_model(data, "toxicity", "v1", resolve_params("word-ngrams"), root, threshold=0.5, preset="word-ngrams")
+    train_model(data, "toxicity", "v2", resolve_params("char-ngrams"), root, threshold=None, preset="char-ngrams")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shipped_registry() -> ModelRegistry:
+    return ModelRegistry(SHIPPED_MODELS)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_file():
+        pytest.skip(f"labeled dataset not found at {SHARED_DATA} (it lives beside the repo, in ../shared/data)")
+    return SHARED_DATA
