@@ -3,6 +3,7 @@
 Exit codes (cron and CI act on them): 0 success; 1 the job failed (one-line error on stderr,
 traceback only with --debug); 2 usage error; 3 reject rate above --max-reject-rate.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,24 +95,55 @@ def _parse_params(ctx, param, value: str | None) -> dict | None:
 
 
 @cli.command()
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              envvar="TOXISERVE_TRAIN_DATA", help="Labeled CSV or Parquet file.")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="TOXISERVE_TRAIN_DATA",
+    help="Labeled CSV or Parquet file.",
+)
 @click.option("--name", required=True, help="Model name (a directory under the model root).")
 @click.option("--version", "version", required=True, help="Model version, e.g. v3; artifacts are immutable.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="word-ngrams", show_default=True,
-              help="Named pipeline parameters.")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="word-ngrams",
+    show_default=True,
+    help="Named pipeline parameters.",
+)
 @click.option("--params", callback=_parse_params, help='JSON overrides, e.g. \'{"classifier": {"C": 2}}\'.')
-@click.option("--threshold", default="0.5", show_default=True, callback=_parse_threshold,
-              help="Decision threshold, or 'auto' to choose it on the validation split.")
+@click.option(
+    "--threshold",
+    default="0.5",
+    show_default=True,
+    callback=_parse_threshold,
+    help="Decision threshold, or 'auto' to choose it on the validation split.",
+)
 @click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
 @click.option("--label-column", default="label", show_default=True, help="Column holding 0/1 labels.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: from the extension).")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write <name>/<version>/ (default: the model root).")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write <name>/<version>/ (default: the model root).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing version.")
 @click.pass_obj
-def train(job: JobContext, data_path, name, version, preset, params, threshold, text_column, label_column, fmt,
-          output_dir, force) -> None:
+def train(
+    job: JobContext,
+    data_path,
+    name,
+    version,
+    preset,
+    params,
+    threshold,
+    text_column,
+    label_column,
+    fmt,
+    output_dir,
+    force,
+) -> None:
     """Train a model from labeled data and write a versioned artifact with its manifest."""
     output_root = output_dir or job.model_dir
     target = output_root / name / version

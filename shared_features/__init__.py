@@ -1,4 +1,5 @@
 """The one feature pipeline, model artifacts and registry shared by training, the service and batch jobs."""
+
 from .artifacts import LoadedModel, load_artifact, save_artifact, sha256_file
 from .errors import (
     ChecksumMismatchError,

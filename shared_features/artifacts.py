@@ -1,4 +1,5 @@
 """Model artifacts: `<root>/<name>/<version>/{model.joblib, manifest.json}`, verified before unpickling."""
+
 from __future__ import annotations
 
 import hashlib
@@ -145,7 +146,8 @@ def load_artifact(directory: str | os.PathLike, on_version_mismatch: str = "erro
         raise ModelError(f"cannot read {model_path}: {exc}") from None
     if actual != manifest.get("sha256"):
         raise ChecksumMismatchError(
-            f"checksum mismatch for {model_path}: manifest says {manifest.get('sha256')}, file is {actual}; refusing to load"
+            f"checksum mismatch for {model_path}: manifest says {manifest.get('sha256')}, file is {actual}; "
+            "refusing to load"
         )
     warnings = _check_environment(manifest, on_version_mismatch, directory)
     pipeline = joblib.load(model_path)

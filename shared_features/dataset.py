@@ -1,4 +1,5 @@
 """Reading labeled training data (CSV or Parquet, configurable column names)."""
+
 from __future__ import annotations
 
 import os

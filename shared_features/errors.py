@@ -2,6 +2,7 @@
 
 Transports map it: HTTP to the JSON error body, gRPC to a status code, the CLI to an exit code.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Classifier metrics at a threshold, and choosing a threshold on validation data."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """build_pipeline(params): the one way features are made, for training, serving and batch scoring."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """ModelRegistry: which models exist under the model root, and loading them safely."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 The fitted pipeline pickles a *reference* to `normalize_texts`, not its code, so changing what it
 does changes every shipped model's behaviour. `feature_fingerprint()` lets loading detect that.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,10 +1,11 @@
 """Training: split, fit, choose the threshold, evaluate on held-out data, write the artifact."""
+
 from __future__ import annotations
 
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def train_model(
         "version": version,
         "threshold": chosen,
         "threshold_source": "validation macro-F1" if threshold is None else "given",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "preset": preset,
         "params": params,
         "seed": seed,

@@ -1,4 +1,5 @@
 """Layered fixtures: a tiny synthetic dataset, tiny trained models, the shipped model root."""
+
 from __future__ import annotations
 
 import random

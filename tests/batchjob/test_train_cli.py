@@ -10,8 +10,22 @@ from .conftest import run_batchjob
 
 def test_train_writes_a_loadable_artifact(runner, tiny_csv, tmp_path):
     result = runner.invoke(
-        cli, ["--model-dir", str(tmp_path), "train", "--data", str(tiny_csv), "--name", "t", "--version", "v9",
-              "--preset", "char-ngrams", "--threshold", "auto"]
+        cli,
+        [
+            "--model-dir",
+            str(tmp_path),
+            "train",
+            "--data",
+            str(tiny_csv),
+            "--name",
+            "t",
+            "--version",
+            "v9",
+            "--preset",
+            "char-ngrams",
+            "--threshold",
+            "auto",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -22,8 +36,20 @@ def test_train_writes_a_loadable_artifact(runner, tiny_csv, tmp_path):
 
 def test_train_params_override_is_recorded(runner, tiny_csv, tmp_path):
     result = runner.invoke(
-        cli, ["--model-dir", str(tmp_path), "train", "--data", str(tiny_csv), "--name", "t", "--version", "v1",
-              "--params", '{"classifier": {"C": 0.5}}']
+        cli,
+        [
+            "--model-dir",
+            str(tmp_path),
+            "train",
+            "--data",
+            str(tiny_csv),
+            "--name",
+            "t",
+            "--version",
+            "v1",
+            "--params",
+            '{"classifier": {"C": 0.5}}',
+        ],
     )
     assert result.exit_code == 0, result.output
     assert load_artifact(tmp_path / "t" / "v1").manifest["params"]["classifier"]["C"] == 0.5
@@ -48,8 +74,18 @@ def test_train_usage_errors_exit_2(runner, tiny_csv, tmp_path, extra, message):
 
 def test_existing_version_is_not_overwritten(runner, tiny_csv, tiny_model_root):
     result = runner.invoke(
-        cli, ["--model-dir", str(tiny_model_root), "train", "--data", str(tiny_csv), "--name", "toxicity",
-              "--version", "v1"]
+        cli,
+        [
+            "--model-dir",
+            str(tiny_model_root),
+            "train",
+            "--data",
+            str(tiny_csv),
+            "--name",
+            "toxicity",
+            "--version",
+            "v1",
+        ],
     )
     assert result.exit_code == 2 and "immutable" in result.output
 
@@ -65,8 +101,19 @@ def test_subprocess_bad_dataset_fails_with_one_line(tmp_path):
 
 def test_subprocess_train_reproduces_shipped_v1(shared_data, shipped_registry, tmp_path):
     proc = run_batchjob(
-        "--model-dir", str(tmp_path), "train", "--data", str(shared_data), "--name", "toxicity", "--version", "v1",
-        "--preset", "word-ngrams", "--threshold", "0.5",
+        "--model-dir",
+        str(tmp_path),
+        "train",
+        "--data",
+        str(shared_data),
+        "--name",
+        "toxicity",
+        "--version",
+        "v1",
+        "--preset",
+        "word-ngrams",
+        "--threshold",
+        "0.5",
     )
     assert proc.returncode == 0, proc.stderr
     retrained = load_artifact(tmp_path / "toxicity" / "v1")

@@ -15,7 +15,15 @@ from shared_features import (
 from shared_features.artifacts import library_versions, sha256_file
 
 REQUIRED_MANIFEST_KEYS = {
-    "name", "version", "threshold", "sha256", "created_at", "params", "metrics", "training_data", "libraries",
+    "name",
+    "version",
+    "threshold",
+    "sha256",
+    "created_at",
+    "params",
+    "metrics",
+    "training_data",
+    "libraries",
 }
 
 

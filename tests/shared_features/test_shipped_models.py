@@ -1,4 +1,5 @@
 """The committed artifacts: they verify, load and meet the quality bar the README states."""
+
 import numpy as np
 import pytest
 

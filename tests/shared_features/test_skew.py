@@ -1,4 +1,5 @@
 """Training-serving skew: the in-memory fitted pipeline and the saved artifact score identically."""
+
 import numpy as np
 
 from shared_features import build_pipeline, load_artifact, resolve_params, save_artifact

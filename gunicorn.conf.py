@@ -1,0 +1,75 @@
+"""gunicorn settings for toxiserve (`gunicorn -c gunicorn.conf.py "service:create_app()"`)."""
+
+import gc
+import os
+import signal
+
+# 12-factor: the platform says where to listen; 0.0.0.0 so a container's port mapping reaches us.
+bind = f"{os.environ.get('TOXISERVE_BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+
+# Scoring is CPU-bound: about two workers per core; capped so a big host doesn't fork dozens of model copies.
+workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8)))
+
+# Threads let a worker keep connections alive and overlap I/O; CPU work still takes turns on the GIL.
+worker_class = "gthread"
+threads = int(os.environ.get("TOXISERVE_THREADS", "4"))
+
+# Load models once in the master; workers share the pages copy-on-write and start already warm.
+preload_app = True
+
+# A request that takes this long is stuck, not slow: the worker is killed and replaced.
+timeout = int(os.environ.get("TOXISERVE_WORKER_TIMEOUT", "30"))
+
+# SIGTERM: this long for in-flight requests to finish before workers are killed.
+graceful_timeout = int(os.environ.get("TOXISERVE_GRACEFUL_TIMEOUT", "20"))
+
+# Behind a load balancer that reuses connections, keep them a little longer than it does.
+keepalive = 5
+
+# Recycle workers now and then to bound slow leaks; jitter so they don't all restart at once.
+max_requests = int(os.environ.get("TOXISERVE_MAX_REQUESTS", "20000"))
+max_requests_jitter = max_requests // 10
+
+# The app writes one JSON line per request itself (with request id, model, key id); no second access log.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("TOXISERVE_LOG_LEVEL", "info").lower()
+# gunicorn's own messages as JSON lines on stdout too, so one parser reads everything.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "service.logs.json_formatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    # The app attaches its own JSON handler (with request ids) to the root logger.
+    "root": {"level": "INFO", "handlers": []},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}
+
+# Keep the master's name visible in ps/top.
+proc_name = "toxiserve"
+
+
+def pre_fork(server, worker):
+    # Move everything the master allocated (models included) out of the GC's reach, so collections
+    # in workers don't touch those pages and break copy-on-write sharing.
+    gc.freeze()
+
+
+def post_worker_init(worker):
+    # gunicorn's SIGTERM handler stops the worker gracefully; first flip readiness to draining.
+    from service.lifecycle import begin_draining
+
+    graceful_exit = worker.handle_exit
+
+    def drain_then_exit(sig, frame):
+        begin_draining(worker.wsgi)
+        graceful_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, drain_then_exit)
+
+
+# We don't use gunicornc; its fixed socket path would collide when several instances share a host.
+control_socket_disable = True

@@ -1,0 +1,82 @@
+"""Service configuration: defaults here, then TOXISERVE_* environment variables, then the caller's overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared_features.registry import DEFAULT_MODEL_ROOT
+from shared_features.text import MAX_TEXT_CHARS
+
+
+class ConfigError(RuntimeError):
+    """The service cannot start with this configuration; the message says what to set."""
+
+
+class DefaultConfig:
+    MODEL_DIR = str(DEFAULT_MODEL_ROOT)  # TOXISERVE_MODEL_DIR: models are loaded only from here
+    MODEL_NAME = "toxicity"
+    STABLE_VERSION = "v1"  # served at /v1/*, and by /predict for most traffic
+    CANARY_VERSION = "v2"  # served at /v2/*, and by /predict for CANARY_PERCENT of traffic
+    CANARY_PERCENT = 10.0
+    MAX_BATCH_SIZE = 1000
+    MAX_TEXT_CHARS = MAX_TEXT_CHARS
+    MAX_CONTENT_LENGTH = 4 * 1024 * 1024  # Flask's own: bodies over this get 413 before parsing
+    API_KEYS = ""  # "id:key,id:key"
+    API_KEYS_FILE = None  # lines "id:sha256-hex-of-key"
+    AUTH_DISABLED = False  # local development only: serves without keys
+    ON_VERSION_MISMATCH = "error"  # or "warn": load models trained with other library versions
+    BACKGROUND_LOAD = False  # load models in a thread (non-preloading servers); /readyz says "starting"
+    LOG_LEVEL = "INFO"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The validated, typed view of the Flask config that the service reads."""
+
+    model_dir: str
+    model_name: str
+    stable_version: str
+    canary_version: str
+    canary_percent: float
+    max_batch_size: int
+    max_text_chars: int
+    on_version_mismatch: str
+    background_load: bool
+    auth_disabled: bool
+    log_level: str
+
+
+def _number(config: dict, key: str, kind: type, low: float, high: float) -> Any:
+    value = config[key]
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"TOXISERVE_{key} must be a number, got {config[key]!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"TOXISERVE_{key} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def settings_from(config: dict) -> ServiceSettings:
+    if config["ON_VERSION_MISMATCH"] not in ("error", "warn"):
+        raise ConfigError("TOXISERVE_ON_VERSION_MISMATCH must be 'error' or 'warn'")
+    return ServiceSettings(
+        model_dir=str(config["MODEL_DIR"]),
+        model_name=str(config["MODEL_NAME"]),
+        stable_version=str(config["STABLE_VERSION"]),
+        canary_version=str(config["CANARY_VERSION"]),
+        canary_percent=_number(config, "CANARY_PERCENT", float, 0, 100),
+        max_batch_size=_number(config, "MAX_BATCH_SIZE", int, 1, 100_000),
+        max_text_chars=_number(config, "MAX_TEXT_CHARS", int, 1, 1_000_000),
+        on_version_mismatch=config["ON_VERSION_MISMATCH"],
+        background_load=_flag(config["BACKGROUND_LOAD"]),
+        auth_disabled=_flag(config["AUTH_DISABLED"]),
+        log_level=str(config["LOG_LEVEL"]).upper(),
+    )

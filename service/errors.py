@@ -1,0 +1,144 @@
+"""Service errors and the one JSON error body: {"error_code", "message", "request_id"[, "details"]}.
+
+Every failure leaves through `error_response`, whether raised by us, by werkzeug or by marshmallow,
+so clients never see an HTML page or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, has_request_context, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from shared_features.errors import ModelError, ToxiserveError, UnprocessableError
+
+from .request_context import current_request_id
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ToxiserveError", "UnprocessableError", "ModelError"]  # re-exported: one hierarchy
+
+
+class InvalidJsonError(ToxiserveError):
+    status, error_code = 400, "INVALID_JSON"
+
+
+class InvalidPayloadError(ToxiserveError):
+    status, error_code = 400, "INVALID_PAYLOAD"
+
+
+class EmptyBatchError(ToxiserveError):
+    status, error_code = 400, "EMPTY_BATCH"
+
+
+class UnauthorizedError(ToxiserveError):
+    status, error_code = 401, "UNAUTHORIZED"
+
+
+class NotFoundError(ToxiserveError):
+    status, error_code = 404, "NOT_FOUND"
+
+
+class MethodNotAllowedError(ToxiserveError):
+    status, error_code = 405, "METHOD_NOT_ALLOWED"
+
+
+class IdempotencyConflictError(ToxiserveError):
+    status, error_code = 409, "IDEMPOTENCY_CONFLICT"
+
+
+class PayloadTooLargeError(ToxiserveError):
+    status, error_code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaTypeError(ToxiserveError):
+    status, error_code = 415, "UNSUPPORTED_MEDIA_TYPE"
+
+
+class RateLimitedError(ToxiserveError):
+    status, error_code = 429, "RATE_LIMITED"
+
+
+class NotReadyError(ToxiserveError):
+    status, error_code = 503, "NOT_READY"
+
+
+class InferenceFailedError(ToxiserveError):
+    status, error_code = 503, "INFERENCE_FAILED"
+
+
+class OverloadedError(ToxiserveError):
+    status, error_code = 503, "OVERLOADED"
+
+
+class InternalError(ToxiserveError):
+    status, error_code = 500, "INTERNAL_ERROR"
+
+
+# werkzeug's own exceptions, by status, become ours so their bodies follow the contract.
+_HTTP_EQUIVALENTS: dict[int, type[ToxiserveError]] = {
+    400: InvalidJsonError,
+    401: UnauthorizedError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    429: RateLimitedError,
+    503: NotReadyError,
+}
+
+_PUBLIC_MESSAGES = {
+    NotFoundError: "no such endpoint",
+    MethodNotAllowedError: "method not allowed for this endpoint",
+    PayloadTooLargeError: "request body is larger than the configured limit",
+    InvalidJsonError: "request body is not valid JSON",
+}
+
+
+def error_response(error: ToxiserveError, headers: dict | None = None):
+    body = {"error_code": error.error_code, "message": error.message, "request_id": current_request_id()}
+    if error.details is not None:
+        body["details"] = error.details
+    if has_request_context():
+        g.error_code = error.error_code  # for the request log line
+    response = jsonify(body)
+    response.status_code = error.status
+    response.headers.update(headers or {})
+    response.headers.update(getattr(error, "headers", None) or {})
+    return response
+
+
+def from_http_exception(exc: HTTPException) -> ToxiserveError:
+    cls = _HTTP_EQUIVALENTS.get(exc.code or 500)
+    if cls is None:
+        cls = InternalError if (exc.code or 500) >= 500 else InvalidPayloadError
+    error = cls(_PUBLIC_MESSAGES.get(cls, exc.description or cls.error_code.lower()))
+    error.status = exc.code or error.status
+    return error
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ToxiserveError)
+    def handle_ours(error: ToxiserveError):
+        return error_response(error)
+
+    @app.errorhandler(ValidationError)
+    def handle_validation(error: ValidationError):
+        fields = sorted(error.messages) if isinstance(error.messages, dict) else []
+        message = "invalid request body" + (f": check {', '.join(fields)}" if fields else "")
+        return error_response(InvalidPayloadError(message, details=error.messages))
+
+    @app.errorhandler(HTTPException)
+    def handle_http(exc: HTTPException):
+        headers = {}
+        if getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        return error_response(from_http_exception(exc), headers)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        # Log the type and traceback for operators; the client gets no internals.
+        log.exception("unhandled error: %s", type(exc).__name__)
+        return error_response(InternalError("internal error"))

@@ -1,0 +1,68 @@
+"""Structured JSON logs on stdout: one line per request, the request id on every line, never text or keys."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from flask import g, request
+from pythonjsonlogger.json import JsonFormatter
+
+from .request_context import current_request_id
+
+request_log = logging.getLogger("toxiserve.request")
+
+# Only these per-request facts are logged; the request body never is.
+REQUEST_FIELDS = ("model_version", "arm", "key_id", "text_length", "text_count", "error_code", "replayed")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id()
+        return True
+
+
+def json_formatter() -> JsonFormatter:
+    return JsonFormatter(
+        "{asctime}{levelname}{name}{message}{request_id}",
+        style="{",
+        rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Idempotent: create_app may run more than once per process (tests)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        if getattr(handler, "_toxiserve", False):
+            return
+    handler = logging.StreamHandler(sys.stdout)
+    handler._toxiserve = True
+    handler.setFormatter(json_formatter())
+    handler.addFilter(RequestIdFilter())
+    root.addHandler(handler)
+
+
+def start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+def log_request(response):
+    """after_request: the one line per request."""
+    started = g.get("started")
+    fields = {
+        "route": request.url_rule.rule if request.url_rule else "unmatched",
+        "method": request.method,
+        "status": response.status_code,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3) if started else None,
+    }
+    for name in REQUEST_FIELDS:
+        value = g.get(name)
+        if value is not None:
+            fields[name] = value
+    request_log.info("request", extra=fields)
+    return response

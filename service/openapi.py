@@ -1,0 +1,111 @@
+"""GET /openapi.json: the published contract, generated from the marshmallow schemas."""
+
+from __future__ import annotations
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, jsonify
+
+from . import schemas
+
+bp = Blueprint("docs", __name__)
+
+_ERROR = {"content": {"application/json": {"schema": "Error"}}}
+_API_ERRORS = {
+    "400": {"description": "INVALID_JSON, INVALID_PAYLOAD or EMPTY_BATCH", **_ERROR},
+    "401": {"description": "UNAUTHORIZED", **_ERROR},
+    "413": {"description": "PAYLOAD_TOO_LARGE", **_ERROR},
+    "415": {"description": "UNSUPPORTED_MEDIA_TYPE", **_ERROR},
+    "422": {"description": "UNPROCESSABLE: blank or too long text, batch too large, malformed request_id", **_ERROR},
+    "503": {"description": "NOT_READY or INFERENCE_FAILED", **_ERROR},
+}
+
+
+def _post(summary: str, request_schema: str, response_schema: str) -> dict:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"ApiKey": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}},
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": response_schema}}},
+                **_API_ERRORS,
+            },
+        }
+    }
+
+
+def build_spec() -> dict:
+    spec = APISpec(title="toxiserve", version="1.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()])
+    spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
+    for name in (
+        "PredictRequest",
+        "BatchPredictRequest",
+        "PredictResponse",
+        "BatchPredictResponse",
+        "Error",
+        "Health",
+        "Ready",
+        "ModelsResponse",
+    ):
+        spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
+    for version in ("v1", "v2"):
+        spec.path(
+            f"/{version}/predict",
+            operations=_post(f"Score one text with model {version}", "PredictRequest", "PredictResponse"),
+        )
+        spec.path(
+            f"/{version}/batch_predict",
+            operations=_post(
+                f"Score up to MAX_BATCH_SIZE texts with {version}", "BatchPredictRequest", "BatchPredictResponse"
+            ),
+        )
+    spec.path(
+        "/predict",
+        operations=_post("Canary router: CANARY_PERCENT of request ids go to v2", "PredictRequest", "PredictResponse"),
+    )
+    spec.path(
+        "/v1/models",
+        operations={
+            "get": {
+                "summary": "Deployed models from their manifests",
+                "security": [{"ApiKey": []}],
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": "ModelsResponse"}}},
+                    "401": _API_ERRORS["401"],
+                },
+            }
+        },
+    )
+    spec.path(
+        "/healthz",
+        operations={
+            "get": {
+                "summary": "Liveness",
+                "responses": {
+                    "200": {"description": "process is up", "content": {"application/json": {"schema": "Health"}}}
+                },
+            }
+        },
+    )
+    spec.path(
+        "/readyz",
+        operations={
+            "get": {
+                "summary": "Readiness",
+                "responses": {
+                    "200": {"description": "ready", "content": {"application/json": {"schema": "Ready"}}},
+                    "503": {
+                        "description": "starting or draining",
+                        "content": {"application/json": {"schema": "Ready"}},
+                    },
+                },
+            }
+        },
+    )
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(build_spec())

@@ -1,0 +1,27 @@
+"""Process lifecycle as the load balancer sees it: starting -> ready -> draining."""
+
+from __future__ import annotations
+
+import threading
+
+STARTING, READY, DRAINING = "starting", "ready", "draining"
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self._state = STARTING
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def mark_ready(self) -> None:
+        with self._lock:
+            if self._state == STARTING:
+                self._state = READY
+
+    def begin_draining(self) -> None:
+        """SIGTERM: fail readiness so no new traffic arrives, while in-flight requests finish."""
+        with self._lock:
+            self._state = DRAINING

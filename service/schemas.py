@@ -1,0 +1,66 @@
+"""marshmallow schemas: request validation (shape and types) and the documented response contract."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+LABELS = ("toxic", "clean")
+
+
+class PredictRequestSchema(Schema):
+    text = fields.String(required=True, metadata={"description": "Raw text, 1-2000 characters, not blank."})
+    request_id = fields.String(metadata={"description": "Client id for retries/idempotency; 1-128 of A-Za-z0-9._:-"})
+
+
+class BatchPredictRequestSchema(Schema):
+    texts = fields.List(fields.String(), required=True, metadata={"description": "1 to MAX_BATCH_SIZE texts."})
+    request_id = fields.String()
+
+
+class PredictResponseSchema(Schema):
+    label = fields.String(required=True, validate=validate.OneOf(LABELS))
+    score = fields.Float(required=True, metadata={"description": "P(toxic) in [0, 1]."})
+    model_version = fields.String(required=True)
+    request_id = fields.String(required=True)
+
+
+class BatchResultSchema(Schema):
+    label = fields.String(required=True, validate=validate.OneOf(LABELS))
+    score = fields.Float(required=True)
+
+
+class BatchPredictResponseSchema(Schema):
+    results = fields.List(fields.Nested(BatchResultSchema), required=True)
+    model_version = fields.String(required=True)
+    request_id = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    error_code = fields.String(required=True, metadata={"description": "Stable machine-readable code."})
+    message = fields.String(required=True)
+    request_id = fields.String(required=True, allow_none=True)
+    details = fields.Raw(metadata={"description": "Field-level detail, e.g. which fields are invalid."})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(("ready", "starting", "draining")))
+    models = fields.Dict(keys=fields.String(), values=fields.Dict())
+
+
+class ModelInfoSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    threshold = fields.Float(required=True)
+    sha256 = fields.String(required=True)
+    created_at = fields.String()
+    metrics = fields.Dict()
+    role = fields.String(validate=validate.OneOf(("stable", "canary")))
+
+
+class ModelsResponseSchema(Schema):
+    models = fields.List(fields.Nested(ModelInfoSchema), required=True)
+    canary_percent = fields.Float(required=True)

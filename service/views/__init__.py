@@ -1,0 +1,1 @@
+"""Blueprints: thin transports that validate, call the inference layer, and serialise."""

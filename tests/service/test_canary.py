@@ -1,0 +1,67 @@
+"""The canary router: the split matches TOXISERVE_CANARY_PERCENT, and a request id always lands on one arm."""
+
+import math
+
+import pytest
+
+from .conftest import make_app, post
+
+CALLS = 10_000
+Z_999 = 3.2905  # two-sided 99.9 % normal quantile
+
+
+def binomial_bounds(n: int, p: float) -> tuple[float, float]:
+    spread = Z_999 * math.sqrt(n * p * (1 - p))
+    return n * p - spread, n * p + spread
+
+
+def test_ten_thousand_routed_calls_split_ten_percent(client, app):
+    versions = []
+    for _ in range(CALLS):  # no request_id: each call gets a fresh generated id
+        response = post(client, "/predict", {"text": "route me please"})
+        assert response.status_code == 200
+        versions.append(response.json["model_version"])
+    canary = versions.count("v2")
+    low, high = binomial_bounds(CALLS, 0.10)
+    assert low <= canary <= high, f"{canary} of {CALLS} went to the canary"
+    assert versions.count("v1") == CALLS - canary
+
+
+def test_same_request_id_is_sticky(client):
+    for request_id in (f"sticky-{i}" for i in range(50)):
+        seen = {
+            post(client, "/predict", {"text": "x y z", "request_id": request_id}).json["model_version"]
+            for _ in range(5)
+        }
+        assert len(seen) == 1
+    header_seen = {
+        post(client, "/predict", {"text": "x y"}, {"X-Request-ID": "hdr-sticky"}).json["model_version"]
+        for _ in range(5)
+    }
+    assert len(header_seen) == 1
+
+
+@pytest.mark.parametrize("percent, expected", [(0, {"v1"}), (100, {"v2"})])
+def test_percent_extremes(percent, expected):
+    client = make_app(CANARY_PERCENT=percent).test_client()
+    seen = {
+        post(client, "/predict", {"text": "hello", "request_id": f"id-{i}"}).json["model_version"] for i in range(200)
+    }
+    assert seen == expected
+
+
+def test_percent_from_environment(monkeypatch):
+    monkeypatch.setenv("TOXISERVE_CANARY_PERCENT", "50")
+    client = make_app().test_client()
+    versions = [post(client, "/predict", {"text": "hello"}).json["model_version"] for _ in range(400)]
+    low, high = binomial_bounds(400, 0.5)
+    assert low <= versions.count("v2") <= high
+
+
+def test_decisions_are_counted_per_arm():
+    app = make_app()
+    client = app.test_client()
+    for i in range(300):
+        post(client, "/predict", {"text": "count me", "request_id": f"c-{i}"})
+    counts = app.extensions["toxiserve"].canary_decisions
+    assert counts["stable"] + counts["canary"] == 300 and counts["canary"] > 0

@@ -1,0 +1,101 @@
+"""The real server: gunicorn (2 workers) started from the Procfile's command on 127.0.0.1."""
+
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from .conftest import API_KEY
+from .server import Server
+
+pytestmark = pytest.mark.gunicorn
+
+AUTH = {"X-API-Key": API_KEY}
+SECRET_TEXT = "qq-SECRET-TEXT-9173 idiot"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server({"TOXISERVE_API_KEYS": f"tests:{API_KEY}"}) as running:
+        yield running
+
+
+def test_cold_start_under_two_seconds(server):
+    assert server.cold_start_seconds < 2.0, f"cold start {server.cold_start_seconds:.2f}s"
+
+
+def test_readiness_flips_only_after_warm_up(server):
+    # preload: the socket opens only after the master loaded and warmed the models, so nothing
+    # before that can answer; every readiness answer the client ever saw was "ready".
+    assert set(server.readyz_statuses) == {200}
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    messages = [line["message"] for line in lines]
+    warmed = messages.index("models loaded and warmed")
+    listening = next(i for i, m in enumerate(messages) if m.startswith("Listening at"))
+    assert warmed < listening
+
+
+def test_predictions_equal_the_artifacts_predict_proba(server, shipped_registry):
+    texts = ["you are such a moron", "great game last night", "@bob http://t.co/z lol", "RT &amp; meh"] * 5
+    for version in ("v1", "v2"):
+        expected = shipped_registry.load("toxicity", version).pipeline.predict_proba(texts)[:, 1]
+        got = [
+            requests.post(f"{server.url}/{version}/predict", json={"text": t}, headers=AUTH, timeout=5).json()["score"]
+            for t in texts
+        ]
+        assert np.array_equal(got, expected)
+        batch = requests.post(f"{server.url}/{version}/batch_predict", json={"texts": texts}, headers=AUTH, timeout=5)
+        assert np.array_equal([r["score"] for r in batch.json()["results"]], expected)
+
+
+def test_router_and_errors_over_http(server):
+    routed = requests.post(
+        f"{server.url}/predict", json={"text": "hello", "request_id": "g-1"}, headers=AUTH, timeout=5
+    )
+    assert routed.status_code == 200 and routed.json()["model_version"] in ("v1", "v2")
+    assert routed.headers["X-Request-ID"] == "g-1"
+    bad = requests.post(
+        f"{server.url}/v1/predict", data="{", headers={**AUTH, "Content-Type": "application/json"}, timeout=5
+    )
+    assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_JSON"
+    missing = requests.get(f"{server.url}/nope", timeout=5)
+    assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/json"
+
+
+def test_logs_never_contain_text_or_key(server):
+    requests.post(f"{server.url}/predict", json={"text": SECRET_TEXT}, headers=AUTH, timeout=5)
+    requests.post(f"{server.url}/v1/predict", json={"text": SECRET_TEXT}, headers={"X-API-Key": "wrong"}, timeout=5)
+    time.sleep(0.2)
+    output = server.output()
+    assert "SECRET-TEXT" not in output and API_KEY not in output
+    assert '"route": "/predict"' in output
+
+
+def test_sigterm_drains_an_in_flight_request(shipped_registry):
+    with Server({"TOXISERVE_API_KEYS": f"tests:{API_KEY}"}) as server:
+        body = json.dumps({"text": "finish me please", "request_id": "drain-1"}).encode()
+        head = (
+            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(head + body[:10])  # the request is in flight: the app is reading its body
+            time.sleep(0.3)
+            server.terminate()
+            time.sleep(0.5)
+            conn.sendall(body[10:])
+            response = b""
+            while chunk := conn.recv(65536):
+                response += chunk
+        status_line, _, rest = response.partition(b"\r\n")
+        assert status_line.startswith(b"HTTP/1.1 200"), response[:200]
+        payload = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+        assert payload["request_id"] == "drain-1"
+        assert payload["score"] == shipped_registry.load("toxicity", "v1").score(["finish me please"])[0]
+        assert server.proc.wait(15) == 0
+        assert "draining" in server.output()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{server.url}/healthz", timeout=2)

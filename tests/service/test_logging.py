@@ -1,0 +1,64 @@
+"""Logs: one JSON line per request with its facts; the text and the API key never appear."""
+
+import io
+import json
+import logging
+
+import pytest
+
+from service.logs import RequestIdFilter, json_formatter
+
+from .conftest import make_app
+
+SECRET_TEXT = "zq-SECRET-PAYLOAD-7731 you idiot"
+SECRET_KEY = "sk-VERY-SECRET-KEY-4242"
+
+
+@pytest.fixture
+def log_lines():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    root.removeHandler(handler)
+
+
+def test_request_line_has_facts_but_no_text_or_key(log_lines):
+    client = make_app(API_KEYS=f"acme:{SECRET_KEY}").test_client()
+    headers = {"X-API-Key": SECRET_KEY}
+    client.post("/predict", json={"text": SECRET_TEXT, "request_id": "log-1"}, headers=headers)
+    client.post("/v1/batch_predict", json={"texts": [SECRET_TEXT] * 3, "request_id": "log-2"}, headers=headers)
+    client.post("/v1/predict", json={"text": SECRET_TEXT, "bogus": SECRET_TEXT}, headers=headers)  # 400
+    client.post("/v1/predict", json={"text": SECRET_TEXT}, headers={"X-API-Key": SECRET_KEY + "-wrong"})  # 401
+    lines = log_lines()
+    raw = json.dumps(lines)
+    assert "SECRET-PAYLOAD" not in raw and "VERY-SECRET-KEY" not in raw
+    requests = [line for line in lines if line["message"] == "request"]
+    assert len(requests) == 4
+    routed = requests[0]
+    assert routed["request_id"] == "log-1" and routed["route"] == "/predict" and routed["status"] == 200
+    assert routed["key_id"] == "acme" and routed["text_length"] == len(SECRET_TEXT)
+    assert routed["arm"] in ("stable", "canary") and routed["model_version"] in ("v1", "v2")
+    assert routed["latency_ms"] > 0
+    assert requests[1]["text_count"] == 3 and requests[1]["request_id"] == "log-2"
+    assert requests[2]["error_code"] == "INVALID_PAYLOAD" and requests[3]["error_code"] == "UNAUTHORIZED"
+    assert "key_id" not in requests[3]
+
+
+def test_every_line_during_a_request_carries_its_id(log_lines, monkeypatch):
+    app = make_app()
+    inference = app.extensions["toxiserve"].inference
+
+    def failing(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(inference.models["v1"], "score", failing)
+    app.test_client().post(
+        "/v1/predict", json={"text": "x", "request_id": "rid-77"}, headers={"X-API-Key": "test-key-0123456789"}
+    )
+    during = [line for line in log_lines() if line["logger"] != "service.state"]
+    assert {line["request_id"] for line in during} == {"rid-77"}
+    assert any(line["message"].startswith("inference failed") for line in during)

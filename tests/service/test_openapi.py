@@ -1,0 +1,33 @@
+"""The published contract: /openapi.json must not change without the snapshot changing with it.
+
+After an intended change: UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/service/test_openapi.py
+"""
+
+import json
+import os
+from pathlib import Path
+
+SNAPSHOT = Path(__file__).with_name("openapi_snapshot.json")
+
+
+def test_openapi_matches_snapshot(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    spec = response.json
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    assert spec == json.loads(SNAPSHOT.read_text()), "the API contract changed: review, then UPDATE_SNAPSHOTS=1"
+
+
+def test_openapi_documents_every_route_and_the_error_body(app, client):
+    spec = client.get("/openapi.json").json
+    documented = set(spec["paths"])
+    served = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert served - {"/openapi.json"} == documented
+    error = spec["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"error_code", "message", "request_id"}
+    predict = spec["paths"]["/v1/predict"]["post"]
+    assert predict["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictRequest"
+    }
+    assert {"400", "401", "413", "415", "422", "503"} <= set(predict["responses"])
