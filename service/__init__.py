@@ -11,6 +11,7 @@ from .auth import ApiKeys
 from .config import ConfigError, DefaultConfig, settings_from
 from .openapi import bp as docs_bp
 from .state import ServiceState
+from .views.common import add_guard_headers, enter_in_flight, leave_in_flight
 from .views.health import bp as health_bp
 from .views.models import list_models
 from .views.predict import version_blueprint
@@ -39,7 +40,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.before_request(logs.start_timer)
     app.before_request(request_context.assign_request_id)
+    app.before_request(enter_in_flight)
+    app.teardown_request(leave_in_flight)
     app.after_request(request_context.echo_request_id)
+    app.after_request(add_guard_headers)
     app.after_request(logs.log_request)
     errors.register_error_handlers(app)
 

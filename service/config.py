@@ -26,6 +26,16 @@ class DefaultConfig:
     API_KEYS_FILE = None  # lines "id:sha256-hex-of-key"
     AUTH_DISABLED = False  # local development only: serves without keys
     ON_VERSION_MISMATCH = "error"  # or "warn": load models trained with other library versions
+    STORE_URL = "sqlite:///run/toxiserve.sqlite3"  # embedded, shared by this host's workers; or redis://...
+    STORE_NAMESPACE = "toxiserve"  # key prefix, so several services can share one Redis
+    STORE_TIMEOUT = 0.25  # seconds: a dead Redis costs a request this much, not the worker timeout
+    STORE_FAILURE_MODE = "open"  # store unreachable: "open" serves (warning + counter), "closed" is 503
+    RATE_LIMIT = "100/second;5000/minute"  # per API key; empty disables
+    RATE_LIMITS_PER_KEY = {}  # {"key-id": "10/second"}: overrides for some keys
+    IDEMPOTENCY_TTL = 86_400  # seconds a request id's answer is replayed
+    IDEMPOTENCY_PENDING_TTL = 30  # a claim whose request died (worker killed) frees up after this
+    IDEMPOTENCY_WAIT = 5.0  # seconds a duplicate waits for the first request's answer
+    MAX_IN_FLIGHT = 8  # per worker; past it 503 OVERLOADED at once (keep below TOXISERVE_THREADS)
     BACKGROUND_LOAD = False  # load models in a thread (non-preloading servers); /readyz says "starting"
     LOG_LEVEL = "INFO"
 
@@ -45,6 +55,16 @@ class ServiceSettings:
     background_load: bool
     auth_disabled: bool
     log_level: str
+    store_url: str
+    store_namespace: str
+    store_timeout: float
+    store_failure_mode: str
+    rate_limit: str
+    rate_limits_per_key: dict
+    idempotency_ttl: float
+    idempotency_pending_ttl: float
+    idempotency_wait: float
+    max_in_flight: int
 
 
 def _number(config: dict, key: str, kind: type, low: float, high: float) -> Any:
@@ -58,6 +78,19 @@ def _number(config: dict, key: str, kind: type, low: float, high: float) -> Any:
     return value
 
 
+def _choice(config: dict, key: str, allowed: tuple[str, ...]) -> str:
+    if config[key] not in allowed:
+        raise ConfigError(f"TOXISERVE_{key} must be one of {allowed}, got {config[key]!r}")
+    return config[key]
+
+
+def _mapping(config: dict, key: str) -> dict:
+    value = config[key] or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f'TOXISERVE_{key} must be a JSON object of strings, e.g. {{"key-id": "10/second"}}')
+    return value
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
@@ -65,8 +98,7 @@ def _flag(value: Any) -> bool:
 
 
 def settings_from(config: dict) -> ServiceSettings:
-    if config["ON_VERSION_MISMATCH"] not in ("error", "warn"):
-        raise ConfigError("TOXISERVE_ON_VERSION_MISMATCH must be 'error' or 'warn'")
+    _choice(config, "ON_VERSION_MISMATCH", ("error", "warn"))
     return ServiceSettings(
         model_dir=str(config["MODEL_DIR"]),
         model_name=str(config["MODEL_NAME"]),
@@ -79,4 +111,14 @@ def settings_from(config: dict) -> ServiceSettings:
         background_load=_flag(config["BACKGROUND_LOAD"]),
         auth_disabled=_flag(config["AUTH_DISABLED"]),
         log_level=str(config["LOG_LEVEL"]).upper(),
+        store_url=str(config["STORE_URL"]),
+        store_namespace=str(config["STORE_NAMESPACE"]),
+        store_timeout=_number(config, "STORE_TIMEOUT", float, 0.001, 60),
+        store_failure_mode=_choice(config, "STORE_FAILURE_MODE", ("open", "closed")),
+        rate_limit=str(config["RATE_LIMIT"] or ""),
+        rate_limits_per_key=_mapping(config, "RATE_LIMITS_PER_KEY"),
+        idempotency_ttl=_number(config, "IDEMPOTENCY_TTL", float, 1, 30 * 86_400),
+        idempotency_pending_ttl=_number(config, "IDEMPOTENCY_PENDING_TTL", float, 0.1, 3600),
+        idempotency_wait=_number(config, "IDEMPOTENCY_WAIT", float, 0, 600),
+        max_in_flight=_number(config, "MAX_IN_FLIGHT", int, 1, 10_000),
     )

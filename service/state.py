@@ -10,9 +10,13 @@ from collections import Counter
 from shared_features import ModelRegistry
 
 from .auth import ApiKeys
-from .config import ServiceSettings
+from .backpressure import InFlightLimiter
+from .config import ConfigError, ServiceSettings
+from .idempotency import Idempotency
 from .inference import InferenceService
+from .ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
 from .readiness import Readiness
+from .store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,27 @@ class ServiceState:
         self.readiness = Readiness()
         self.inference: InferenceService | None = None
         self.canary_decisions: Counter[str] = Counter()
+        self.store_errors: Counter[str] = Counter()
+        self.in_flight = InFlightLimiter(settings.max_in_flight)
+        try:
+            self.store = open_store(settings.store_url, settings.store_namespace, settings.store_timeout)
+            policy = StoreFailurePolicy(settings.store_failure_mode, self.store.errors, self.on_store_error)
+            per_key = {
+                key_id: parse_limits(spec, f"TOXISERVE_RATE_LIMITS_PER_KEY[{key_id}]")
+                for key_id, spec in settings.rate_limits_per_key.items()
+            }
+            self.rate_limiter = RateLimiter(
+                self.store, settings.store_namespace, parse_limits(settings.rate_limit), per_key, policy
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.idempotency = Idempotency(
+            self.store.idempotency,
+            policy,
+            ttl=settings.idempotency_ttl,
+            pending_ttl=settings.idempotency_pending_ttl,
+            wait_seconds=settings.idempotency_wait,
+        )
 
     def load_models(self) -> None:
         """Load and verify both arms' artifacts, warm them up, then (only then) report ready."""
@@ -66,3 +91,6 @@ class ServiceState:
 
     def on_canary_decision(self, arm: str, version: str) -> None:
         self.canary_decisions[arm] += 1
+
+    def on_store_error(self, operation: str) -> None:
+        self.store_errors[operation] += 1

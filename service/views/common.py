@@ -1,15 +1,25 @@
-"""Helpers every view uses: the service state, JSON body parsing, readiness and auth gates."""
+"""Helpers every API view uses: the service state, body parsing, and the guards run before a view."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from flask import current_app, g, request
 from marshmallow import Schema
 
-from ..errors import InvalidJsonError, NotReadyError, UnauthorizedError, UnsupportedMediaTypeError
+from ..errors import (
+    InvalidJsonError,
+    NotReadyError,
+    OverloadedError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
 from ..readiness import STARTING
 from ..state import ServiceState
+
+# Probes, docs and metrics are never refused for load: the orchestrator must see the truth.
+UNGUARDED_BLUEPRINTS = frozenset({"health", "docs", "metrics"})
 
 
 def state() -> ServiceState:
@@ -28,19 +38,53 @@ def load_body(schema: Schema) -> dict:
     return schema.load(data)
 
 
-def require_api_key() -> None:
-    """before_request of the API blueprints."""
+def enter_in_flight() -> None:
+    """App-wide before_request: take a slot or be refused at once with 503 OVERLOADED."""
+    if request.blueprint in UNGUARDED_BLUEPRINTS:
+        return
+    if not state().in_flight.try_enter():
+        error = OverloadedError("too many requests in flight; retry shortly")
+        error.headers = {"Retry-After": "1"}
+        raise error
+    g.in_flight = True
+
+
+def leave_in_flight(_exc: BaseException | None = None) -> None:
+    if g.pop("in_flight", False):
+        state().in_flight.leave()
+
+
+def authenticate_and_limit() -> None:
+    """before_request of the API blueprints: the key, then its rate limit, then readiness."""
     service = state()
     if service.auth_disabled:
         g.key_id = "anonymous"
-        return
-    key_id = service.api_keys.identify(request.headers.get("X-API-Key"))
-    if key_id is None:
-        # The same message whether the key is missing or wrong: no oracle for guessing.
-        raise UnauthorizedError("missing or invalid API key")
-    g.key_id = key_id
-
-
-def require_ready() -> None:
-    if state().readiness.state == STARTING:
+    else:
+        key_id = service.api_keys.identify(request.headers.get("X-API-Key"))
+        if key_id is None:
+            # The same message whether the key is missing or wrong: no oracle for guessing.
+            raise UnauthorizedError("missing or invalid API key")
+        g.key_id = key_id
+    decision = service.rate_limiter.check(g.key_id)
+    if decision is not None:
+        g.rate_limit_headers = decision.headers()
+    if service.readiness.state == STARTING:
         raise NotReadyError("models are still loading")
+
+
+def idempotent(request_id: str, payload: dict, compute: Callable[[], dict]) -> dict:
+    """Run `compute` once per (key, request id); a replay returns the stored answer."""
+    if not g.get("client_request_id"):
+        return compute()  # an id we generated can never repeat: nothing to deduplicate
+    response, replayed = state().idempotency.run_once(g.key_id, request_id, request.path, payload, compute)
+    if replayed:
+        g.replayed = True
+    return response
+
+
+def add_guard_headers(response):
+    """after_request: rate-limit headers on every API answer, and the replay marker."""
+    response.headers.update(g.get("rate_limit_headers") or {})
+    if g.get("replayed"):
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

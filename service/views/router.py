@@ -6,12 +6,11 @@ import logging
 
 from flask import Blueprint, g, jsonify
 
-from .common import require_api_key, require_ready, state
+from .common import authenticate_and_limit, state
 from .predict import predict_one
 
 bp = Blueprint("router", __name__)
-bp.before_request(require_api_key)
-bp.before_request(require_ready)
+bp.before_request(authenticate_and_limit)
 
 log = logging.getLogger("toxiserve.router")
 

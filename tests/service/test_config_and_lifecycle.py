@@ -5,23 +5,23 @@ import pytest
 from service import ConfigError, create_app
 from service.lifecycle import begin_draining
 
-from .conftest import make_app, post
+from .conftest import isolated_store, make_app, post
 
 
 def test_refuses_to_start_without_keys():
     with pytest.raises(ConfigError, match="no API keys configured"):
-        create_app({"TESTING": True})
+        create_app({"TESTING": True, "STORE_URL": isolated_store()})
 
 
 def test_auth_disabled_serves_without_a_key():
-    client = create_app({"AUTH_DISABLED": True}).test_client()
+    client = create_app({"AUTH_DISABLED": True, "STORE_URL": isolated_store()}).test_client()
     assert client.post("/v1/predict", json={"text": "hello"}).status_code == 200
 
 
 def test_keys_file_holds_only_digests(tmp_path):
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"# comment\nops:{hashlib.sha256(b'file-key-1').hexdigest()}\n")
-    client = create_app({"API_KEYS_FILE": str(keys_file)}).test_client()
+    client = create_app({"API_KEYS_FILE": str(keys_file), "STORE_URL": isolated_store()}).test_client()
     assert client.post("/v1/predict", json={"text": "hi"}, headers={"X-API-Key": "file-key-1"}).status_code == 200
     assert client.post("/v1/predict", json={"text": "hi"}, headers={"X-API-Key": "file-key-2"}).status_code == 401
 

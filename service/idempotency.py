@@ -1,0 +1,80 @@
+"""Idempotency by request id: a repeated id gets the stored answer; a different payload gets 409.
+
+The store holds a sha256 of the payload and the response (scores and labels), never the text.
+Transport-free: HTTP and gRPC both call `run_once`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+
+from .errors import IdempotencyConflictError
+from .ratelimit import StoreFailurePolicy
+from .store import IdempotencyBackend
+
+
+def fingerprint(operation: str, payload: dict) -> str:
+    canonical = json.dumps({"op": operation, "payload": payload}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Idempotency:
+    def __init__(
+        self,
+        backend: IdempotencyBackend,
+        policy: StoreFailurePolicy,
+        ttl: float = 86_400,
+        pending_ttl: float = 30,
+        wait_seconds: float = 5,
+    ) -> None:
+        self.backend, self.policy = backend, policy
+        self.ttl, self.pending_ttl, self.wait_seconds = ttl, pending_ttl, wait_seconds
+
+    def run_once(
+        self, owner: str, request_id: str, operation: str, payload: dict, compute: Callable[[], dict]
+    ) -> tuple[dict, bool]:
+        """(response, replayed). `owner` (the key id) scopes ids so two clients never collide."""
+        key = f"{owner}:{request_id}"
+        digest = fingerprint(operation, payload)
+        deadline = time.monotonic() + self.wait_seconds
+        delay = 0.005
+        while True:
+            try:
+                claim = self.backend.claim(key, digest, self.pending_ttl)
+            except self.policy.errors as exc:
+                self.policy.failed("idempotency", exc)
+                return compute(), False  # failing open: serve without deduplication
+            if claim.owned:
+                return self._compute_and_store(key, digest, compute), False
+            if claim.fingerprint != digest:
+                raise IdempotencyConflictError(
+                    "request_id was already used with a different payload", details={"request_id": ["conflict"]}
+                )
+            if claim.done:
+                return json.loads(claim.response), True
+            # Same id and payload still running elsewhere (a concurrent retry): wait for its answer
+            # rather than computing a second one.
+            if time.monotonic() >= deadline:
+                error = IdempotencyConflictError("a request with this request_id is still in progress; retry later")
+                error.headers = {"Retry-After": "1"}
+                raise error
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _compute_and_store(self, key: str, digest: str, compute: Callable[[], dict]) -> dict:
+        try:
+            response = compute()
+        except BaseException:
+            self._quietly(lambda: self.backend.release(key, digest))
+            raise
+        self._quietly(lambda: self.backend.complete(key, digest, json.dumps(response), self.ttl))
+        return response
+
+    def _quietly(self, operation: Callable[[], None]) -> None:
+        try:
+            operation()
+        except self.policy.errors as exc:
+            self.policy.failed("idempotency", exc)

@@ -1,0 +1,103 @@
+"""Per-API-key rate limits on the shared store, with `limits`' fixed-window algorithm. Transport-free."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import limits
+from limits.strategies import FixedWindowRateLimiter
+
+from .errors import RateLimitedError
+from .store import Store, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    limit: int
+    remaining: int
+    reset_at: float
+
+    def headers(self, denied: bool = False) -> dict[str, str]:
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
+        }
+        if denied:
+            headers["Retry-After"] = str(max(1, math.ceil(self.reset_at - time.time())))
+        return headers
+
+
+def parse_limits(spec: str | None, setting: str = "TOXISERVE_RATE_LIMIT") -> list[limits.RateLimitItem]:
+    if not spec:
+        return []
+    try:
+        return limits.parse_many(spec)
+    except ValueError as exc:
+        raise ValueError(f"{setting}: {exc} (expected e.g. '100/second;5000/minute')") from None
+
+
+class StoreFailurePolicy:
+    """What a request does when the store is unreachable: 'open' serves it (warning + count), 'closed' is 503."""
+
+    def __init__(self, mode: str, errors: tuple[type[BaseException], ...], on_error: Callable[[str], None]) -> None:
+        if mode not in ("open", "closed"):
+            raise ValueError("TOXISERVE_STORE_FAILURE_MODE must be 'open' or 'closed'")
+        self.mode, self.errors, self.on_error = mode, errors, on_error
+        self._last_warning = 0.0
+
+    def failed(self, operation: str, exc: BaseException) -> None:
+        self.on_error(operation)
+        now = time.monotonic()
+        if now - self._last_warning > 10:  # a dead store must not flood the log
+            self._last_warning = now
+            log.warning("store unreachable during %s (%s); failing %s", operation, type(exc).__name__, self.mode)
+        if self.mode == "closed":
+            raise StoreUnavailableError("shared state store unavailable; retry later") from None
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        store: Store,
+        namespace: str,
+        default: list[limits.RateLimitItem],
+        per_key: dict[str, list[limits.RateLimitItem]],
+        policy: StoreFailurePolicy,
+    ) -> None:
+        self.strategy = FixedWindowRateLimiter(store.limits)
+        self.namespace = namespace
+        self.default = default
+        self.per_key = per_key
+        self.policy = policy
+
+    def limits_for(self, key_id: str) -> list[limits.RateLimitItem]:
+        return self.per_key.get(key_id, self.default)
+
+    def check(self, key_id: str) -> RateDecision | None:
+        """Count one request for `key_id`; raise RateLimitedError (with headers) past any limit."""
+        items = self.limits_for(key_id)
+        if not items:
+            return None
+        try:
+            tightest = None
+            for item in items:
+                allowed = self.strategy.hit(item, self.namespace, key_id)
+                stats = self.strategy.get_window_stats(item, self.namespace, key_id)
+                decision = RateDecision(item.amount, stats.remaining, stats.reset_time)
+                if not allowed:
+                    error = RateLimitedError(f"rate limit {item} exceeded for this API key")
+                    error.headers = decision.headers(denied=True)
+                    raise error
+                if tightest is None or decision.remaining < tightest.remaining:
+                    tightest = decision
+            return tightest
+        except self.policy.errors as exc:
+            self.policy.failed("rate_limit", exc)
+            return None

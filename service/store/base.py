@@ -1,0 +1,60 @@
+"""The store interface and the factory that picks a backend from its URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from limits.storage import Storage
+
+from shared_features.errors import ToxiserveError
+
+
+class StoreUnavailableError(ToxiserveError):
+    """The shared store cannot be reached and the service is configured to fail closed."""
+
+    status, error_code = 503, "STORE_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `claim` found: we own the id (`owned`), or someone's record (done or still pending)."""
+
+    owned: bool
+    fingerprint: str | None = None
+    response: str | None = None  # the stored response (JSON text) once done
+
+    @property
+    def done(self) -> bool:
+        return self.response is not None
+
+
+class IdempotencyBackend(Protocol):
+    def claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
+        """Atomically take `key` if free (or its pending claim expired); else report what holds it."""
+
+    def complete(self, key: str, fingerprint: str, response: str, ttl: float) -> None:
+        """Store the answer for `key` for `ttl` seconds."""
+
+    def release(self, key: str, fingerprint: str) -> None:
+        """Give up a pending claim (the request failed), so a retry can run."""
+
+
+@dataclass
+class Store:
+    url: str
+    limits: Storage  # a `limits` storage: the rate-limit algorithms run against it
+    idempotency: IdempotencyBackend
+    errors: tuple[type[BaseException], ...]  # what a backend raises when it is unreachable
+
+
+def open_store(url: str, namespace: str, timeout: float = 0.25) -> Store:
+    if url.startswith("sqlite:///"):
+        from .sqlite import open_sqlite_store
+
+        return open_sqlite_store(url, namespace)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import open_redis_store
+
+        return open_redis_store(url, namespace, timeout)
+    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")

@@ -1,0 +1,59 @@
+"""Redis store: rate limits and idempotency shared by every host pointing at the same server."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from limits.errors import StorageError
+from limits.storage import RedisStorage
+
+from .base import Claim, Store
+
+# Delete only our own pending claim: a finished record or someone else's newer claim stays.
+_RELEASE = """
+local value = redis.call('GET', KEYS[1])
+if value and cjson.decode(value)['fingerprint'] == ARGV[1] and cjson.decode(value)['response'] == nil then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisIdempotency:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.prefix = f"{namespace}:idem:"
+        self._release = client.register_script(_RELEASE)
+
+    def claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
+        name = self.prefix + key
+        record = json.dumps({"fingerprint": fingerprint})
+        if self.client.set(name, record, nx=True, px=max(1, int(pending_ttl * 1000))):
+            return Claim(owned=True)
+        raw = self.client.get(name)
+        if raw is None:  # expired between SET and GET
+            return self.claim(key, fingerprint, pending_ttl)
+        found = json.loads(raw)
+        return Claim(owned=False, fingerprint=found["fingerprint"], response=found.get("response"))
+
+    def complete(self, key: str, fingerprint: str, response: str, ttl: float) -> None:
+        record = json.dumps({"fingerprint": fingerprint, "response": response})
+        self.client.set(self.prefix + key, record, px=max(1, int(ttl * 1000)))
+
+    def release(self, key: str, fingerprint: str) -> None:
+        self._release(keys=[self.prefix + key], args=[fingerprint])
+
+
+def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
+    # Short timeouts: a dead Redis must cost a request milliseconds, not the worker timeout.
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    limits_storage = RedisStorage(
+        url, connection_pool=client.connection_pool, key_prefix=f"{namespace}:limits", wrap_exceptions=True
+    )
+    return Store(
+        url=url,
+        limits=limits_storage,
+        idempotency=RedisIdempotency(client, namespace),
+        errors=(redis.RedisError, StorageError),
+    )

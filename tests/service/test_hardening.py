@@ -1,0 +1,175 @@
+"""Rate limits, idempotency, store failure modes and backpressure, through the Flask test client."""
+
+import threading
+import time
+
+import pytest
+
+from .conftest import AUTH, OTHER_KEY, make_app, post
+
+CLOSED_PORT_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def guarded_app(store_url, namespace, **overrides):
+    return make_app(STORE_URL=store_url, STORE_NAMESPACE=namespace, **overrides)
+
+
+def test_rate_limit_per_key_with_headers(store_url, namespace):
+    client = guarded_app(store_url, namespace, RATE_LIMIT="5/minute").test_client()
+    statuses = [post(client, "/v1/predict", {"text": "hello"}).status_code for _ in range(8)]
+    assert statuses == [200] * 5 + [429] * 3
+    ok = post(client, "/predict", {"text": "hi"}, {"X-API-Key": OTHER_KEY})
+    assert ok.status_code == 200
+    assert ok.headers["X-RateLimit-Limit"] == "5" and ok.headers["X-RateLimit-Remaining"] == "4"
+    denied = post(client, "/v1/predict", {"text": "hello"})
+    body = denied.json
+    assert body["error_code"] == "RATE_LIMITED" and "5 per 1 minute" in body["message"]
+    assert body["request_id"] == denied.headers["X-Request-ID"]
+    assert 1 <= int(denied.headers["Retry-After"]) <= 60
+    assert denied.headers["X-RateLimit-Remaining"] == "0"
+    assert int(denied.headers["X-RateLimit-Reset"]) >= time.time()
+
+
+def test_probes_and_docs_are_exempt(store_url, namespace):
+    client = guarded_app(store_url, namespace, RATE_LIMIT="1/minute").test_client()
+    post(client, "/v1/predict", {"text": "use the only slot"})
+    for _ in range(5):
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_per_key_override(store_url, namespace):
+    client = guarded_app(store_url, namespace, RATE_LIMIT="100/minute", RATE_LIMITS_PER_KEY={"other": "2/minute"})
+    client = client.test_client()
+    other = [post(client, "/v1/predict", {"text": "x y"}, {"X-API-Key": OTHER_KEY}).status_code for _ in range(3)]
+    assert other == [200, 200, 429]
+    assert post(client, "/v1/predict", {"text": "x y"}).status_code == 200
+
+
+def test_replay_returns_the_same_response_even_after_canary_change(store_url, namespace):
+    first_app = guarded_app(store_url, namespace, CANARY_PERCENT=0)
+    first = post(first_app.test_client(), "/predict", {"text": "replay me", "request_id": "idem-1"})
+    assert first.status_code == 200 and first.json["model_version"] == "v1"
+    assert "Idempotent-Replayed" not in first.headers
+    # Another process (a redeploy with 100 % canary) sharing the store replays the stored answer.
+    second_app = guarded_app(store_url, namespace, CANARY_PERCENT=100)
+    again = post(second_app.test_client(), "/predict", {"text": "replay me", "request_id": "idem-1"})
+    assert again.status_code == 200 and again.json == first.json
+    assert again.headers["Idempotent-Replayed"] == "true"
+    fresh = post(second_app.test_client(), "/predict", {"text": "replay me", "request_id": "idem-2"})
+    assert fresh.json["model_version"] == "v2"
+
+
+def test_header_request_id_is_deduplicated_too(store_url, namespace):
+    client = guarded_app(store_url, namespace).test_client()
+    one = post(client, "/v1/batch_predict", {"texts": ["a b", "c d"]}, {"X-Request-ID": "hdr-idem"})
+    two = post(client, "/v1/batch_predict", {"texts": ["a b", "c d"]}, {"X-Request-ID": "hdr-idem"})
+    assert one.json == two.json and two.headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize(
+    "path, first, second",
+    [
+        ("/v1/predict", {"text": "one"}, {"text": "two"}),
+        ("/v1/batch_predict", {"texts": ["a"]}, {"texts": ["a", "b"]}),
+    ],
+)
+def test_same_id_different_payload_conflicts(store_url, namespace, path, first, second):
+    client = guarded_app(store_url, namespace).test_client()
+    assert post(client, path, {**first, "request_id": "dup-1"}).status_code == 200
+    conflict = post(client, path, {**second, "request_id": "dup-1"})
+    assert conflict.status_code == 409
+    assert conflict.json["error_code"] == "IDEMPOTENCY_CONFLICT" and conflict.json["request_id"] == "dup-1"
+
+
+def test_same_id_on_another_route_conflicts(store_url, namespace):
+    client = guarded_app(store_url, namespace).test_client()
+    assert post(client, "/v1/predict", {"text": "same", "request_id": "route-1"}).status_code == 200
+    assert post(client, "/v2/predict", {"text": "same", "request_id": "route-1"}).status_code == 409
+
+
+def test_ids_are_scoped_per_api_key(store_url, namespace):
+    client = guarded_app(store_url, namespace).test_client()
+    assert post(client, "/v1/predict", {"text": "mine", "request_id": "shared-id"}).status_code == 200
+    theirs = post(client, "/v1/predict", {"text": "theirs", "request_id": "shared-id"}, {"X-API-Key": OTHER_KEY})
+    assert theirs.status_code == 200 and "Idempotent-Replayed" not in theirs.headers
+
+
+def test_errors_are_not_stored(store_url, namespace):
+    client = guarded_app(store_url, namespace).test_client()
+    assert post(client, "/v1/predict", {"text": "  ", "request_id": "err-1"}).status_code == 422
+    assert post(client, "/v1/predict", {"text": "fixed", "request_id": "err-1"}).status_code == 200
+
+
+def test_concurrent_duplicates_run_inference_once(store_url, namespace, monkeypatch):
+    app = guarded_app(store_url, namespace)
+    model = app.extensions["toxiserve"].inference.models["v1"]
+    calls, real_score = [], model.score
+
+    def slow_score(texts):
+        calls.append(1)
+        time.sleep(0.3)
+        return real_score(texts)
+
+    monkeypatch.setattr(model, "score", slow_score)
+    results = []
+
+    def send():
+        results.append(post(app.test_client(), "/v1/predict", {"text": "race", "request_id": "race-1"}))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert all(r.status_code == 200 for r in results)
+    assert len({r.get_data() for r in results}) == 1
+    assert sorted(r.headers.get("Idempotent-Replayed", "false") for r in results) == ["false"] + ["true"] * 3
+
+
+def test_store_down_fail_open_serves_and_counts(namespace, caplog):
+    app = make_app(STORE_URL=CLOSED_PORT_REDIS, STORE_NAMESPACE=namespace, RATE_LIMIT="1/minute")
+    client = app.test_client()
+    for index in range(3):
+        response = post(client, "/v1/predict", {"text": "still served", "request_id": f"open-{index}"})
+        assert response.status_code == 200
+    errors = app.extensions["toxiserve"].store_errors
+    assert errors["rate_limit"] == 3 and errors["idempotency"] == 3
+    assert "store unreachable" in caplog.text
+
+
+def test_store_down_fail_closed_is_503(namespace):
+    app = make_app(
+        STORE_URL=CLOSED_PORT_REDIS, STORE_NAMESPACE=namespace, RATE_LIMIT="1/minute", STORE_FAILURE_MODE="closed"
+    )
+    response = post(app.test_client(), "/v1/predict", {"text": "refused"})
+    assert response.status_code == 503 and response.json["error_code"] == "STORE_UNAVAILABLE"
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_overloaded_worker_answers_503_at_once(monkeypatch):
+    app = make_app(MAX_IN_FLIGHT=1)
+    model = app.extensions["toxiserve"].inference.models["v1"]
+    entered, release = threading.Event(), threading.Event()
+    real_score = model.score
+
+    def blocking_score(texts):
+        entered.set()
+        release.wait(5)
+        return real_score(texts)
+
+    monkeypatch.setattr(model, "score", blocking_score)
+    holder = threading.Thread(target=lambda: post(app.test_client(), "/v1/predict", {"text": "hold the slot"}))
+    holder.start()
+    assert entered.wait(5)
+    started = time.perf_counter()
+    refused = post(app.test_client(), "/v1/predict", {"text": "no room"})
+    assert time.perf_counter() - started < 0.5
+    assert refused.status_code == 503 and refused.json["error_code"] == "OVERLOADED"
+    assert refused.headers["Retry-After"] == "1"
+    assert app.test_client().get("/healthz").status_code == 200  # probes are never refused
+    release.set()
+    holder.join()
+    assert post(app.test_client(), "/v1/predict", {"text": "room again"}).status_code == 200
