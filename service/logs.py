@@ -26,9 +26,9 @@ class RequestIdFilter(logging.Filter):
 
 def json_formatter() -> JsonFormatter:
     return JsonFormatter(
-        "{asctime}{levelname}{name}{message}{request_id}",
+        "{asctime}{levelname}{name}{process}{message}{request_id}",
         style="{",
-        rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+        rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "process": "pid"},
         datefmt="%Y-%m-%dT%H:%M:%S%z",
     )
 

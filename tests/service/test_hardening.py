@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from .conftest import AUTH, OTHER_KEY, make_app, post
+from .conftest import OTHER_KEY, make_app, post
 
 CLOSED_PORT_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 

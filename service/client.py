@@ -1,0 +1,118 @@
+"""A small Python client for toxiserve: timeouts, retries with backoff and full jitter, one request id.
+
+    client = ToxiserveClient("http://127.0.0.1:8000", api_key="...")
+    client.predict("some text")                  # canary router, /predict
+    client.predict("some text", version="v2")    # /v2/predict
+    client.batch_predict(["a", "b"], version="v1")
+
+Every retry of a call carries the same request_id, so the server's idempotency turns retries
+into replays: a call is answered once however often it is sent.
+"""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+RETRY_STATUSES = frozenset({429, 503})
+
+
+class ClientError(Exception):
+    """The service answered with an error (after retries, where retrying made sense)."""
+
+    def __init__(self, status: int, error_code: str, message: str, request_id: str | None) -> None:
+        super().__init__(f"{status} {error_code}: {message} (request_id={request_id})")
+        self.status, self.error_code, self.message, self.request_id = status, error_code, message, request_id
+
+
+class ToxiserveClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float | tuple[float, float] = (2.0, 10.0),
+        max_retries: int = 4,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 5.0,
+        max_retry_after: float = 30.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        random_fraction: Callable[[], float] = random.random,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base, self.backoff_cap, self.max_retry_after = backoff_base, backoff_cap, max_retry_after
+        self.session = session or requests.Session()
+        self._sleep, self._random = sleep, random_fraction
+
+    def predict(self, text: str, version: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+        path = f"/{version}/predict" if version else "/predict"
+        return self._post(path, {"text": text}, request_id)
+
+    def batch_predict(self, texts: list[str], version: str = "v1", request_id: str | None = None) -> dict[str, Any]:
+        return self._post(f"/{version}/batch_predict", {"texts": list(texts)}, request_id)
+
+    def models(self) -> dict[str, Any]:
+        return self._send("GET", "/v1/models", None, uuid.uuid4().hex)
+
+    def _post(self, path: str, body: dict, request_id: str | None) -> dict[str, Any]:
+        request_id = request_id or uuid.uuid4().hex
+        return self._send("POST", path, {**body, "request_id": request_id}, request_id)
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full jitter (uniform in [0, min(cap, base * 2^attempt)]), but never sooner than Retry-After."""
+        delay = self._random() * min(self.backoff_cap, self.backoff_base * 2**attempt)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after))
+        return delay
+
+    def _send(self, method: str, path: str, body: dict | None, request_id: str) -> dict[str, Any]:
+        headers = {"X-API-Key": self.api_key, "X-Request-ID": request_id}
+        for attempt in range(self.max_retries + 1):
+            last_attempt = attempt == self.max_retries
+            try:
+                response = self.session.request(
+                    method, self.base_url + path, json=body, headers=headers, timeout=self.timeout
+                )
+            except (requests.ConnectionError, requests.Timeout):
+                if last_attempt:
+                    raise
+                self._sleep(self.backoff(attempt, None))
+                continue
+            if response.ok:
+                return response.json()
+            retry_after = _retry_after(response)
+            # 409 with Retry-After: the same request is still running elsewhere; its answer is coming.
+            retryable = response.status_code in RETRY_STATUSES or (response.status_code == 409 and retry_after)
+            if retryable and not last_attempt:
+                self._sleep(self.backoff(attempt, retry_after))
+                continue
+            raise _client_error(response, request_id)
+        raise AssertionError("unreachable")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+def _client_error(response: requests.Response, request_id: str) -> ClientError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    return ClientError(
+        response.status_code,
+        body.get("error_code", "HTTP_ERROR"),
+        body.get("message", response.reason or ""),
+        body.get("request_id", request_id),
+    )

@@ -1,0 +1,110 @@
+"""The retrying client against a scripted HTTP server on 127.0.0.1 (and, in test_gunicorn_hardening, the real one)."""
+
+import json
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from service.client import ClientError, ToxiserveClient
+
+
+class ScriptedServer:
+    """Answers each request with the next (status, headers) from a script; records what it saw."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.seen = []
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @Request.application
+    def app(self, request):
+        body = request.get_json(silent=True) or {}
+        self.seen.append(
+            {
+                "path": request.path,
+                "header_id": request.headers.get("X-Request-ID"),
+                "body_id": body.get("request_id"),
+                "key": request.headers.get("X-API-Key"),
+            }
+        )
+        status, headers = self.script.pop(0) if self.script else (200, {})
+        if status == 200:
+            payload = {"label": "clean", "score": 0.1, "model_version": "v1", "request_id": body.get("request_id")}
+        else:
+            payload = {
+                "error_code": {429: "RATE_LIMITED", 503: "OVERLOADED", 422: "UNPROCESSABLE"}.get(status, "X"),
+                "message": "scripted",
+                "request_id": body.get("request_id"),
+            }
+        return Response(json.dumps(payload), status=status, headers=headers, mimetype="application/json")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+
+
+def make_client(url, **kwargs):
+    sleeps = []
+    client = ToxiserveClient(url, api_key="k-1", sleep=sleeps.append, random_fraction=lambda: 1.0, **kwargs)
+    return client, sleeps
+
+
+def test_503_twice_then_200_succeeds_with_one_request_id():
+    with ScriptedServer([(503, {"Retry-After": "1"}), (503, {}), (200, {})]) as server:
+        client, sleeps = make_client(server.url)
+        result = client.predict("hello")
+    assert result["label"] == "clean"
+    assert len(server.seen) == 3
+    ids = {s["header_id"] for s in server.seen} | {s["body_id"] for s in server.seen}
+    assert len(ids) == 1 and result["request_id"] in ids
+    assert server.seen[0]["path"] == "/predict" and server.seen[0]["key"] == "k-1"
+    assert sleeps == [1.0, 0.2]  # Retry-After honoured (1 s > jittered 0.1 s), then backoff base * 2^1
+
+
+def test_429_is_retried_and_given_request_id_kept():
+    with ScriptedServer([(429, {"Retry-After": "2"}), (200, {})]) as server:
+        client, sleeps = make_client(server.url)
+        result = client.predict("hello", version="v2", request_id="mine-1")
+    assert result["request_id"] == "mine-1" and server.seen[0]["path"] == "/v2/predict"
+    assert sleeps == [2.0]
+
+
+def test_client_errors_are_not_retried():
+    with ScriptedServer([(422, {})]) as server:
+        client, sleeps = make_client(server.url)
+        with pytest.raises(ClientError) as caught:
+            client.batch_predict(["  "], version="v1", request_id="bad-1")
+    assert caught.value.status == 422 and caught.value.error_code == "UNPROCESSABLE"
+    assert caught.value.request_id == "bad-1" and sleeps == [] and len(server.seen) == 1
+
+
+def test_gives_up_after_max_retries():
+    with ScriptedServer([(503, {})] * 10) as server:
+        client, sleeps = make_client(server.url, max_retries=2)
+        with pytest.raises(ClientError) as caught:
+            client.predict("x")
+    assert caught.value.status == 503 and len(server.seen) == 3 and len(sleeps) == 2
+
+
+def test_connection_errors_are_retried_then_raised():
+    import requests
+
+    from .server import free_port
+
+    client, sleeps = make_client(f"http://127.0.0.1:{free_port()}", max_retries=3)
+    with pytest.raises(requests.ConnectionError):
+        client.predict("x")
+    assert len(sleeps) == 3
+
+
+def test_full_jitter_bounds():
+    client = ToxiserveClient("http://127.0.0.1:1", "k", backoff_base=0.1, backoff_cap=1.0, random_fraction=lambda: 0.5)
+    assert [client.backoff(a, None) for a in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+    assert client.backoff(0, 120) == 30.0  # a huge Retry-After is capped
