@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,12 @@ from shared_features import PRESETS, ModelRegistry, ToxiserveError, resolve_para
 from shared_features.artifacts import VERSION_POLICIES
 from shared_features.dataset import FORMATS, read_labeled
 from shared_features.registry import DEFAULT_MODEL_ROOT
+from shared_features.text import MAX_TEXT_CHARS
 from shared_features.training import train_model
+
+from .io import FORMATS as IO_FORMATS
+from .io import detect_format
+from .scoring import JobInterrupted, ScoreJob, run_local, write_summary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_REJECTS = 0, 1, 2, 3
 
@@ -39,7 +45,7 @@ class JobGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (ToxiserveError, OSError) as exc:
+        except (ToxiserveError, OSError, JobInterrupted) as exc:
             if ctx.obj is not None and ctx.obj.debug:
                 raise
             raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
@@ -66,7 +72,13 @@ class JobGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, model_dir: Path, on_version_mismatch: str, debug: bool) -> None:
     """Train and run offline jobs with the same pipeline the service uses."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Logs and progress on stderr: stdout carries only the JSON result, for scripts to parse.
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO chatter is not ours
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     ctx.obj = JobContext(model_dir=model_dir, on_version_mismatch=on_version_mismatch, debug=debug)
 
 
@@ -159,6 +171,124 @@ def train(
     summary["path"] = str(target)
     summary["test_metrics"] = manifest["metrics"]["test"]
     click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("--output", "output", required=True, help="Output .csv or .parquet (a directory with --engine dask).")
+@click.option("--model", default="toxicity", show_default=True, envvar="TOXISERVE_MODEL_NAME", help="Model name.")
+@click.option("--version", "version", default="v1", show_default=True, help="Model version.")
+@click.option("--text-column", default="text", show_default=True, help="Column holding the text to score.")
+@click.option("--format", "input_format", type=click.Choice(IO_FORMATS), help="Input format (default: extension).")
+@click.option("--output-format", type=click.Choice(IO_FORMATS), help="Output format (default: extension).")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Rows per chunk: peak memory follows this, not the file size.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="all cores",
+    help="Scoring processes (local engine) or Dask workers of a local cluster.",
+)
+@click.option("--rejects", help="Where unscorable rows go (default: OUTPUT's name + .rejects).")
+@click.option(
+    "--max-reject-rate",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="Exit 3 when rows_rejected / rows_in is above this.",
+)
+@click.option(
+    "--max-text-chars",
+    type=click.IntRange(min=1),
+    default=MAX_TEXT_CHARS,
+    show_default=True,
+    help="Longer texts are rejected (the service's limit).",
+)
+@click.option("--summary", "summary_path", help="Also write the JSON summary to this path.")
+@click.option("--keep-text", is_flag=True, help="Keep the text column in the output.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="local: processes on this machine; dask: a dask.distributed cluster (pip install .[dask]).",
+)
+@click.option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress log lines when stderr is not a terminal.",
+)
+@click.pass_obj
+def score(
+    job: JobContext,
+    input_path,
+    output,
+    model,
+    version,
+    text_column,
+    input_format,
+    output_format,
+    chunk_size,
+    workers,
+    rejects,
+    max_reject_rate,
+    max_text_chars,
+    summary_path,
+    keep_text,
+    engine,
+    scheduler,
+    progress_interval,
+) -> None:
+    """Score a CSV or Parquet INPUT (Parquet: a file, directory or glob) into OUTPUT.
+
+    Every input row ends up in OUTPUT (with score, label, model_version) or in the rejects file
+    (with its 0-based row_number and a reason): rows_in == rows_scored + rows_rejected. OUTPUT
+    appears only when complete. The JSON summary goes to stdout.
+    """
+    if scheduler and engine != "dask":
+        raise click.UsageError("--scheduler needs --engine dask")
+    spec = ScoreJob(
+        input=input_path,
+        output=output,
+        model_dir=job.model_dir,
+        model=model,
+        version=version,
+        text_column=text_column,
+        input_format=input_format,
+        output_format=output_format,
+        chunk_size=chunk_size,
+        workers=workers,
+        rejects=rejects,
+        keep_text=keep_text,
+        max_chars=max_text_chars,
+        on_version_mismatch=job.on_version_mismatch,
+    )
+    if engine == "dask":
+        if detect_format(input_path, input_format) != "parquet":
+            raise click.UsageError("--engine dask reads Parquet; convert the CSV first (or use --engine local)")
+        try:
+            from .dask_engine import run_dask
+        except ImportError:
+            raise click.UsageError("--engine dask needs the dask extra: pip install '.[dask]'") from None
+        result = run_dask(spec, scheduler)
+    else:
+        result = run_local(spec, progress_interval=progress_interval)
+    click.echo(json.dumps(result, indent=2))
+    if summary_path:
+        write_summary(result, summary_path)
+    rate = result["rows_rejected"] / result["rows_in"] if result["rows_in"] else 0.0  # exact, not rounded
+    if rate > max_reject_rate:
+        click.echo(f"Error: reject rate {rate:.6g} is above --max-reject-rate {max_reject_rate:g}", err=True)
+        raise SystemExit(EXIT_TOO_MANY_REJECTS)
 
 
 def main() -> None:

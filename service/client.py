@@ -8,6 +8,7 @@
 Every retry of a call carries the same request_id, so the server's idempotency turns retries
 into replays: a call is answered once however often it is sent.
 """
+
 from __future__ import annotations
 
 import random

@@ -6,7 +6,8 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from shared_features import LoadedModel, rejection_reason
+from shared_features import LoadedModel
+from shared_features.text import screen_text
 from shared_features.errors import UnprocessableError
 
 from .errors import EmptyBatchError, InferenceFailedError, NotFoundError
@@ -65,13 +66,15 @@ class InferenceService:
         bucket = int.from_bytes(hashlib.sha256(request_id.encode("utf-8")).digest()[:8], "big") % 10_000
         return self.canary if bucket < self._canary_buckets else self.stable
 
-    def check_text(self, text: str) -> None:
-        reason = rejection_reason(text, self.max_text_chars)
+    def screen(self, text: str) -> str:
+        """The normalised text, or UnprocessableError saying why it cannot be scored."""
+        normalised, reason = screen_text(text, self.max_text_chars)
         if reason:
             message = _REASON_MESSAGES[reason].format(max_chars=self.max_text_chars)
             raise UnprocessableError(message, details={"text": [reason]})
+        return normalised
 
-    def check_batch(self, texts: list[str]) -> None:
+    def screen_batch(self, texts: list[str]) -> list[str]:
         if not texts:
             raise EmptyBatchError("texts must hold at least one text")
         if len(texts) > self.max_batch_size:
@@ -79,9 +82,10 @@ class InferenceService:
                 f"batch of {len(texts)} texts exceeds the limit of {self.max_batch_size}",
                 details={"texts": [f"at most {self.max_batch_size} items"]},
             )
-        bad = {}
+        normalised, bad = [], {}
         for index, text in enumerate(texts):
-            reason = rejection_reason(text, self.max_text_chars)
+            clean, reason = screen_text(text, self.max_text_chars)
+            normalised.append(clean)
             if reason:
                 bad[str(index)] = [reason]
         if bad:
@@ -89,30 +93,31 @@ class InferenceService:
                 f"{len(bad)} of {len(texts)} texts cannot be scored (blank or over {self.max_text_chars} characters)",
                 details={"texts": bad},
             )
+        return normalised
 
-    def _score(self, model: LoadedModel, texts: list[str]) -> list[float]:
+    def _score(self, model: LoadedModel, normalised: list[str], raw: list[str]) -> list[float]:
         try:
-            return model.score(texts).tolist()
+            return model.score_normalised(normalised, raw).tolist()
         except Exception as exc:  # a model bug must not become a 500 with a traceback
             log.exception("inference failed for model %s (%s)", model.version, type(exc).__name__)
             raise InferenceFailedError(f"model {model.version} failed to score the input") from None
 
     def predict(self, text: str, version: str) -> Prediction:
         model = self.model(version)
-        self.check_text(text)
-        score = self._score(model, [text])[0]
+        score = self._score(model, [self.screen(text)], [text])[0]
         return Prediction("toxic" if score >= model.threshold else "clean", score, version)
 
     def predict_batch(self, texts: list[str], version: str) -> list[Prediction]:
         model = self.model(version)
-        self.check_batch(texts)
+        normalised = self.screen_batch(texts)
         threshold = model.threshold
-        return [Prediction("toxic" if s >= threshold else "clean", s, version) for s in self._score(model, texts)]
+        scores = self._score(model, normalised, texts)
+        return [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
 
     def warm_up(self) -> None:
         """One prediction per model, so the first real request pays no lazy initialisation."""
-        for model in self.models.values():
-            model.score(["warm up the pipeline @user http://example.com"])
+        for version in self.models:
+            self.predict("warm up the pipeline @user http://example.com", version)
 
     def describe(self) -> list[dict]:
         described = []

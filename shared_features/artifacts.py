@@ -17,7 +17,7 @@ import numpy as np
 import sklearn
 
 from .errors import ChecksumMismatchError, FeatureCodeMismatchError, LibraryVersionError, ModelError
-from .text import feature_fingerprint
+from .text import feature_fingerprint, normalize_texts
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,21 @@ class LoadedModel:
     def score(self, texts: list[str]) -> np.ndarray:
         """P(toxic) for each text: exactly `pipeline.predict_proba(texts)[:, 1]`."""
         return self.pipeline.predict_proba(texts)[:, 1]
+
+    @property
+    def normalises_first(self) -> bool:
+        """True when step 0 is our normaliser, so the rest of the pipeline can take normalised text."""
+        steps = getattr(self.pipeline, "steps", None)
+        return bool(steps) and getattr(steps[0][1], "func", None) is normalize_texts
+
+    def score_normalised(self, normalised: list[str], raw: list[str]) -> np.ndarray:
+        """The same scores as `score(raw)`, skipping the normalisation the caller already did.
+
+        `pipeline[1:]` is the pipeline's own remaining steps: identical arithmetic, one pass fewer.
+        """
+        if self.normalises_first:
+            return self.pipeline[1:].predict_proba(normalised)[:, 1]
+        return self.score(raw)
 
 
 def _write_atomic(path: Path, write) -> None:

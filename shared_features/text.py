@@ -36,17 +36,27 @@ def normalize_texts(texts: Iterable[str]) -> list[str]:
     return [normalize_text(text) for text in texts]
 
 
-def rejection_reason(text: object, max_chars: int = MAX_TEXT_CHARS) -> str | None:
-    """Why a value cannot be scored, or None if it can. One rule for the service and the batch job."""
-    if text is None:
-        return "null"
-    if not isinstance(text, str):
-        return "not_a_string"
-    if len(text) > max_chars:
-        return "too_long"
-    if not normalize_text(text):
-        return "blank"
-    return None
+def screen_text(value: object, max_chars: int = MAX_TEXT_CHARS) -> tuple[str | None, str | None]:
+    """(normalised text, None) if `value` can be scored, else (None, reason).
+
+    One rule for the service and the batch job. The normalised text is returned so callers score it
+    without normalising twice (normalisation is ~30% of a word-n-gram model's scoring time).
+    """
+    if value is None:
+        return None, "null"
+    if not isinstance(value, str):
+        return None, "not_a_string"
+    if len(value) > max_chars:
+        return None, "too_long"
+    normalised = normalize_text(value)
+    if not normalised:
+        return None, "blank"
+    return normalised, None
+
+
+def rejection_reason(value: object, max_chars: int = MAX_TEXT_CHARS) -> str | None:
+    """Why a value cannot be scored, or None if it can."""
+    return screen_text(value, max_chars)[1]
 
 
 # Inputs chosen to exercise every rule above; their normalised forms pin down its behaviour.

@@ -149,10 +149,10 @@ def test_inference_failure_is_503_not_500(monkeypatch):
     app = make_app()
     model = app.extensions["toxiserve"].inference.models["v1"]
 
-    def broken(texts):
+    def broken(normalised, raw):
         raise ValueError("corrupt coefficients")
 
-    monkeypatch.setattr(model, "score", broken)
+    monkeypatch.setattr(model, "score_normalised", broken)
     client = app.test_client()
     body = assert_error(post(client, "/v1/predict", {"text": "hi"}), 503, "INFERENCE_FAILED")
     assert "corrupt" not in body["message"]

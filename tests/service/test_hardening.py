@@ -105,14 +105,14 @@ def test_errors_are_not_stored(store_url, namespace):
 def test_concurrent_duplicates_run_inference_once(store_url, namespace, monkeypatch):
     app = guarded_app(store_url, namespace)
     model = app.extensions["toxiserve"].inference.models["v1"]
-    calls, real_score = [], model.score
+    calls, real_score = [], model.score_normalised
 
-    def slow_score(texts):
+    def slow_score(normalised, raw):
         calls.append(1)
         time.sleep(0.3)
-        return real_score(texts)
+        return real_score(normalised, raw)
 
-    monkeypatch.setattr(model, "score", slow_score)
+    monkeypatch.setattr(model, "score_normalised", slow_score)
     results = []
 
     def send():
@@ -153,14 +153,14 @@ def test_overloaded_worker_answers_503_at_once(monkeypatch):
     app = make_app(MAX_IN_FLIGHT=1)
     model = app.extensions["toxiserve"].inference.models["v1"]
     entered, release = threading.Event(), threading.Event()
-    real_score = model.score
+    real_score = model.score_normalised
 
-    def blocking_score(texts):
+    def blocking_score(normalised, raw):
         entered.set()
         release.wait(5)
-        return real_score(texts)
+        return real_score(normalised, raw)
 
-    monkeypatch.setattr(model, "score", blocking_score)
+    monkeypatch.setattr(model, "score_normalised", blocking_score)
     holder = threading.Thread(target=lambda: post(app.test_client(), "/v1/predict", {"text": "hold the slot"}))
     holder.start()
     assert entered.wait(5)

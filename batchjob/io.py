@@ -1,0 +1,135 @@
+"""Streaming readers (CSV, Parquet files/directories/globs) and writers that only publish complete files."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from shared_features.errors import DatasetError
+
+FORMATS = ("csv", "parquet")
+
+
+def detect_format(path: str, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    lowered = path.lower().rstrip("/")
+    if lowered.endswith((".parquet", ".pq")) or os.path.isdir(path) or any(ch in path for ch in "*?["):
+        return "parquet"
+    if lowered.endswith(".csv"):
+        return "csv"
+    raise DatasetError(f"cannot tell the format of {path}: use .csv or .parquet, or pass --format")
+
+
+def _natural_key(path: str) -> list:
+    # part.10.parquet after part.9.parquet, as Dask and Spark number them
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
+
+
+def parquet_files(source: str) -> list[str]:
+    """A file, a directory (every *.parquet below it) or a glob; in a stable, natural order."""
+    if os.path.isdir(source):
+        files = [str(p) for p in Path(source).rglob("*.parquet")]
+    elif any(ch in source for ch in "*?["):
+        files = glob.glob(source, recursive=True)
+    else:
+        files = [source]
+    files = sorted(files, key=_natural_key)
+    if not files:
+        raise DatasetError(f"no Parquet files found at {source}")
+    return files
+
+
+@dataclass
+class Input:
+    """An input opened for streaming: chunks of at most `chunk_size` rows, in file order."""
+
+    path: str
+    fmt: str
+    chunk_size: int
+    total_rows: int | None  # known up front for Parquet (metadata), not for CSV
+
+    def chunks(self) -> Iterator[pa.Table]:
+        try:
+            if self.fmt == "parquet":
+                for file in parquet_files(self.path):
+                    # Memory is bounded by the chunk (and by one row group, which pyarrow reads whole).
+                    for batch in pq.ParquetFile(file).iter_batches(batch_size=self.chunk_size):
+                        yield pa.Table.from_batches([batch])
+            else:
+                # All columns as strings: CSV has no types, and per-chunk inference would drift.
+                # Only an empty field is null (a text "NA" is a text).
+                reader = pd.read_csv(
+                    self.path, chunksize=self.chunk_size, dtype=str, keep_default_na=False, na_values=[""]
+                )
+                with reader:
+                    for frame in reader:
+                        yield pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise DatasetError(f"cannot read {self.path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+
+def open_input(path: str, fmt: str | None, chunk_size: int) -> Input:
+    fmt = detect_format(path, fmt)
+    total = None
+    if fmt == "parquet":
+        try:
+            total = sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path))
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(f"cannot read {path}: {exc}".splitlines()[0]) from None
+    elif not os.path.isfile(path):
+        raise DatasetError(f"no such file: {path}")
+    return Input(path=path, fmt=fmt, chunk_size=chunk_size, total_rows=total)
+
+
+class AtomicTableWriter:
+    """Writes tables to a temporary file beside `path`; only `commit()` renames it into place.
+
+    A failed or interrupted job therefore never leaves a partial file at `path`.
+    """
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path, self.fmt = Path(path), fmt
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._writer = None
+        self._schema: pa.Schema | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._schema = table.schema
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self.tmp, self._schema, compression="zstd")
+            else:
+                self._writer = pacsv.CSVWriter(self.tmp, self._schema)
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def commit(self, empty_schema: pa.Schema | None = None) -> None:
+        if self._writer is None:  # no chunk at all: still publish a valid, empty file
+            self.write(pa.Table.from_batches([], schema=empty_schema or pa.schema([])))
+        self._writer.close()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,88 @@
+"""Scoring a chunk of rows for batch jobs (local or Dask): the same screening and scores as the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .artifacts import LoadedModel
+from .errors import DatasetError
+from .text import MAX_TEXT_CHARS, screen_text
+
+OUTPUT_COLUMNS = ("score", "label", "model_version")
+REJECT_COLUMNS = ("row_number", "reason")
+
+
+@dataclass
+class ScoredChunk:
+    scored: pa.Table  # input columns (text dropped unless kept) + score, label, model_version
+    rejects: pa.Table  # row_number, reason + the same input columns
+
+
+def score_values(model: LoadedModel, values: list, max_chars: int = MAX_TEXT_CHARS) -> tuple[np.ndarray, list]:
+    """Scores of the acceptable values (in order) and a reason per value (None = scored).
+
+    The expensive step, and the only one a worker process needs: values in, numbers out.
+    """
+    normalised, raw, reasons = [], [], []
+    for value in values:
+        clean, reason = screen_text(value, max_chars)
+        reasons.append(reason)
+        if reason is None:
+            normalised.append(clean)
+            raw.append(value)
+    scores = model.score_normalised(normalised, raw) if normalised else np.empty(0, dtype=np.float64)
+    return scores, reasons
+
+
+def check_columns(schema: pa.Schema, text_column: str, keep_text: bool) -> None:
+    if text_column not in schema.names:
+        raise DatasetError(f"input has no column {text_column!r} (columns: {', '.join(schema.names)})")
+    kept = set(schema.names) - ({text_column} if not keep_text else set())
+    clash = kept & set(OUTPUT_COLUMNS + REJECT_COLUMNS)
+    if clash:
+        raise DatasetError(f"input already has column(s) {sorted(clash)} that the output adds; rename them first")
+
+
+def assemble(
+    table: pa.Table,
+    text_column: str,
+    first_row: int,
+    scores: np.ndarray,
+    reasons: list,
+    model_version: str,
+    threshold: float,
+    keep_text: bool = False,
+) -> ScoredChunk:
+    """Split `table` into scored rows (with score/label/model_version) and rejects (with row numbers)."""
+    accepted = pa.array([reason is None for reason in reasons], pa.bool_())
+    base = table if keep_text else table.drop_columns([text_column])
+    scored = base.filter(accepted)
+    labels = np.where(scores >= threshold, "toxic", "clean")
+    scored = (
+        scored.append_column("score", pa.array(scores, pa.float64()))
+        .append_column("label", pa.array(labels, pa.string()))
+        .append_column("model_version", pa.array([model_version] * len(scores), pa.string()))
+    )
+    rejected = pc.invert(accepted)
+    row_numbers = pa.array(np.arange(first_row, first_row + len(reasons), dtype=np.int64)).filter(rejected)
+    rejects = base.filter(rejected)
+    rejects = rejects.add_column(0, "reason", pa.array([r for r in reasons if r is not None], pa.string()))
+    rejects = rejects.add_column(0, "row_number", row_numbers)
+    return ScoredChunk(scored=scored, rejects=rejects)
+
+
+def score_chunk(
+    model: LoadedModel,
+    table: pa.Table,
+    text_column: str,
+    first_row: int,
+    keep_text: bool = False,
+    max_chars: int = MAX_TEXT_CHARS,
+) -> ScoredChunk:
+    """Both steps in this process."""
+    scores, reasons = score_values(model, table.column(text_column).to_pylist(), max_chars)
+    return assemble(table, text_column, first_row, scores, reasons, model.version, model.threshold, keep_text)
