@@ -184,7 +184,7 @@ def train(
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
-    default=50_000,
+    default=20_000,
     show_default=True,
     help="Rows per chunk: peak memory follows this, not the file size.",
 )

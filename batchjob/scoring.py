@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ class ScoreJob:
     text_column: str = "text"
     input_format: str | None = None
     output_format: str | None = None
-    chunk_size: int = 50_000
+    chunk_size: int = 20_000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     rejects: str | None = None
     keep_text: bool = False
@@ -65,18 +65,45 @@ def load_model(job: ScoreJob) -> LoadedModel:
     return ModelRegistry(job.model_dir, job.on_version_mismatch).load(job.model, job.version)
 
 
-# --- worker processes: each loads (and verifies) the model once, then scores texts it is sent ---
+# --- helper processes: they hold the verified model and turn lists of texts into scores ---
 _worker_model: LoadedModel | None = None
 
 
-def _init_worker(model_dir: str, name: str, version: str, policy: str) -> None:
-    global _worker_model
+def _init_forked_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _init_spawned_worker(model_dir: str, name: str, version: str, policy: str) -> None:
+    global _worker_model
+    _init_forked_worker()
     _worker_model = ModelRegistry(model_dir, policy).load(name, version)
 
 
-def _score_in_worker(texts: pa.Array, max_chars: int):
-    return score_values(_worker_model, texts.to_pylist(), max_chars)
+def _score_in_worker(texts: list, max_chars: int):
+    return score_values(_worker_model, texts, max_chars)
+
+
+def _start_helpers(count: int, model: LoadedModel, job: ScoreJob) -> ProcessPoolExecutor:
+    """Fork where we can: before any Arrow I/O has started threads, so the helpers inherit the
+    imports and the already verified model for free (spawning costs ~1.5 s of imports each).
+    Helpers are sent plain Python lists and never call into Arrow.
+    """
+    global _worker_model
+    if "fork" in multiprocessing.get_all_start_methods():
+        _worker_model = model
+        pool = ProcessPoolExecutor(
+            count, mp_context=multiprocessing.get_context("fork"), initializer=_init_forked_worker
+        )
+    else:
+        pool = ProcessPoolExecutor(
+            count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_spawned_worker,
+            initargs=(str(job.model_dir), job.model, job.version, job.on_version_mismatch),
+        )
+    pool.submit(int).result()  # start the processes now, while this process has no other threads
+    return pool
 
 
 def _raise_interrupted(signum, frame):
@@ -84,53 +111,65 @@ def _raise_interrupted(signum, frame):
 
 
 def run_local(job: ScoreJob, progress_interval: float = 10.0) -> dict:
-    """Score chunks in `job.workers` processes (or in this one), writing them in input order."""
+    """Score chunks on `job.workers` cores, writing them in input order.
+
+    This process is one of the scorers: it reads, writes *and* scores a chunk whenever the
+    `workers - 1` helper processes already have enough queued, so the I/O needs no core of its own.
+    """
     started = time.perf_counter()
     model = load_model(job)
+    helpers = job.workers - 1
+    pool = _start_helpers(helpers, model, job) if helpers else None
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        counts = _stream(job, model, pool, helpers, progress_interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return summary(job, model, counts, time.perf_counter() - started, "local")
+
+
+def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_interval: float) -> Counts:
     source = open_input(job.input, job.input_format, job.chunk_size)
     out_fmt = detect_format(job.output, job.output_format)
     output = AtomicTableWriter(job.output, out_fmt)
     rejects = AtomicTableWriter(job.rejects_path(), out_fmt)
     counts = Counts()
     progress = Progress(source.total_rows, interval=progress_interval)
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
-    pool = None
+    pending: deque = deque()  # (table, first row number, scores or a Future of them), in input order
+
+    def finish_oldest() -> None:
+        table, first_row, outcome = pending.popleft()
+        scores, reasons = outcome.result() if isinstance(outcome, Future) else outcome
+        chunk = assemble(
+            table, job.text_column, first_row, scores, reasons, model.version, model.threshold, job.keep_text
+        )
+        output.write(chunk.scored)
+        rejects.write(chunk.rejects)
+        counts.rows_scored += chunk.scored.num_rows
+        counts.reasons.update(r for r in reasons if r is not None)
+        progress.advance(table.num_rows)
+
     schema = None
     try:
-        if job.workers > 1:
-            pool = ProcessPoolExecutor(
-                job.workers,
-                mp_context=multiprocessing.get_context("spawn"),  # no fork of a process running Arrow threads
-                initializer=_init_worker,
-                initargs=(str(job.model_dir), job.model, job.version, job.on_version_mismatch),
-            )
-        pending: deque = deque()
-
-        def finish_oldest() -> None:
-            table, first_row, outcome = pending.popleft()
-            scores, reasons = outcome.result() if pool else outcome
-            chunk = assemble(
-                table, job.text_column, first_row, scores, reasons, model.version, model.threshold, job.keep_text
-            )
-            output.write(chunk.scored)
-            rejects.write(chunk.rejects)
-            counts.rows_scored += chunk.scored.num_rows
-            counts.reasons.update(r for r in reasons if r is not None)
-            progress.advance(table.num_rows)
-
         for table in source.chunks():
             if schema is None:
                 schema = table.schema
                 check_columns(schema, job.text_column, job.keep_text)
-            texts = table.column(job.text_column).combine_chunks()
-            if pool:
+            texts = table.column(job.text_column).to_pylist()
+            queued = sum(1 for *_, o in pending if isinstance(o, Future) and not o.done())
+            if pool and queued < 2 * helpers:  # keep each helper one chunk ahead
                 outcome = pool.submit(_score_in_worker, texts, job.max_chars)
             else:
-                outcome = score_values(model, texts.to_pylist(), job.max_chars)
+                outcome = score_values(model, texts, job.max_chars)
             pending.append((table, counts.rows_in, outcome))
             counts.rows_in += table.num_rows
-            # A bounded window of chunks in flight: memory follows the chunk size, not the file size.
-            while len(pending) > 2 * max(job.workers, 1) or (not pool and pending):
+            # Write finished chunks in order; a bounded window keeps memory to a few chunks.
+            while pending and (
+                len(pending) > 2 * job.workers or not isinstance(pending[0][2], Future) or pending[0][2].done()
+            ):
                 finish_oldest()
         while pending:
             finish_oldest()
@@ -141,13 +180,8 @@ def run_local(job: ScoreJob, progress_interval: float = 10.0) -> dict:
         output.abort()
         rejects.abort()
         raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
     progress.finish()
-    return summary(job, model, counts, time.perf_counter() - started, "local")
+    return counts
 
 
 def _empty_schemas(schema: pa.Schema | None, job: ScoreJob) -> tuple[pa.Schema, pa.Schema]:

@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass
 
 from shared_features import LoadedModel
-from shared_features.text import screen_text
 from shared_features.errors import UnprocessableError
+from shared_features.text import screen_text
 
 from .errors import EmptyBatchError, InferenceFailedError, NotFoundError
 
