@@ -2,7 +2,21 @@
 
 import gc
 import os
+import shutil
 import signal
+import tempfile
+
+# Prometheus multiprocess mode: every process writes its metrics to files in one directory that a
+# scrape sums. It must be set before anything imports prometheus_client (the app is preloaded right
+# after this file runs), and start empty. TOXISERVE_METRICS_DIR names it; by default each master
+# gets a fresh private one, so two services on one host never mix their counts.
+_own_metrics_dir = "TOXISERVE_METRICS_DIR" not in os.environ
+metrics_dir = os.environ.get("TOXISERVE_METRICS_DIR") or tempfile.mkdtemp(prefix="toxiserve-metrics-")
+os.makedirs(metrics_dir, exist_ok=True)
+for _stale in os.listdir(metrics_dir):
+    if _stale.endswith(".db"):
+        os.remove(os.path.join(metrics_dir, _stale))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
 # 12-factor: the platform says where to listen; 0.0.0.0 so a container's port mapping reaches us.
 bind = f"{os.environ.get('TOXISERVE_BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
@@ -60,10 +74,25 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
-def post_worker_init(worker):
-    # gunicorn's SIGTERM handler stops the worker gracefully; first flip readiness to draining.
-    from service.lifecycle import begin_draining
+def child_exit(server, worker):
+    # Fold the dead worker's counters into the archive: totals never go backwards, files stay bounded.
+    from service.metrics import archive_dead_worker
 
+    archive_dead_worker(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    # A forked worker's gauges start at 0 in its own file: publish its readiness.
+    from service.lifecycle import begin_draining, worker_started
+
+    worker_started(worker.wsgi)
+
+    # gunicorn's SIGTERM handler stops the worker gracefully; first flip readiness to draining.
     graceful_exit = worker.handle_exit
 
     def drain_then_exit(sig, frame):

@@ -1,7 +1,8 @@
 """`batchjob`: the click entry point. Commands parse options and delegate to shared_features.
 
 Exit codes (cron and CI act on them): 0 success; 1 the job failed (one-line error on stderr,
-traceback only with --debug); 2 usage error; 3 reject rate above --max-reject-rate.
+traceback only with --debug); 2 usage error; 3 reject rate above --max-reject-rate (score);
+4 drift above the threshold (drift --fail-on-drift).
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ import click
 
 from shared_features import PRESETS, ModelRegistry, ToxiserveError, resolve_params
 from shared_features.artifacts import VERSION_POLICIES
+from shared_features.batch import check_columns
 from shared_features.dataset import FORMATS, read_labeled
+from shared_features.drift import DEFAULT_PSI_THRESHOLD, drift_report, profile_counts
 from shared_features.registry import DEFAULT_MODEL_ROOT
 from shared_features.text import MAX_TEXT_CHARS
 from shared_features.training import train_model
 
 from .io import FORMATS as IO_FORMATS
-from .io import detect_format
+from .io import detect_format, open_input
 from .scoring import JobInterrupted, ScoreJob, run_local, write_summary
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_REJECTS = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_REJECTS, EXIT_DRIFTED = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -289,6 +292,75 @@ def score(
     if rate > max_reject_rate:
         click.echo(f"Error: reject rate {rate:.6g} is above --max-reject-rate {max_reject_rate:g}", err=True)
         raise SystemExit(EXIT_TOO_MANY_REJECTS)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("--model", default="toxicity", show_default=True, envvar="TOXISERVE_MODEL_NAME", help="Model name.")
+@click.option("--version", "version", default="v1", show_default=True, help="Model version.")
+@click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
+@click.option("--format", "input_format", type=click.Choice(IO_FORMATS), help="Input format (default: extension).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=20_000, show_default=True, help="Rows per chunk.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_PSI_THRESHOLD,
+    show_default=True,
+    help="PSI above which a feature counts as drifted.",
+)
+@click.option(
+    "--max-text-chars",
+    type=click.IntRange(min=1),
+    default=MAX_TEXT_CHARS,
+    show_default=True,
+    help="Longer texts are left out, as the service refuses them.",
+)
+@click.option("--fail-on-drift", is_flag=True, help="Exit 4 when any feature drifted.")
+@click.pass_obj
+def drift(
+    job: JobContext,
+    input_path,
+    model,
+    version,
+    text_column,
+    input_format,
+    chunk_size,
+    threshold,
+    max_text_chars,
+    fail_on_drift,
+) -> None:
+    """Drift report for a CSV/Parquet INPUT against the model's training profile (PSI per feature).
+
+    The same report as the service's GET /v1/models/<version>/drift, for a file.
+    """
+    loaded = job.registry().load(model, version)
+    if "reference_profile" not in loaded.manifest:
+        raise click.ClickException(f"model {model}/{version} has no reference profile; retrain it to add one")
+    totals, unscorable, rows = None, 0, 0
+    for table in open_input(input_path, input_format, chunk_size).chunks():
+        check_columns(table.schema, text_column, keep_text=True)
+        counts, skipped = profile_counts(loaded, table.column(text_column).to_pylist(), max_text_chars)
+        totals = counts if totals is None else {k: totals[k] + counts[k] for k in totals}
+        unscorable += skipped
+        rows += table.num_rows
+    report = drift_report(
+        loaded.manifest["reference_profile"], {k: v.tolist() for k, v in (totals or {}).items()}, threshold
+    )
+    click.echo(
+        json.dumps(
+            {
+                "model_version": version,
+                "available": True,
+                "input": input_path,
+                "rows_in": rows,
+                "rows_unscorable": unscorable,
+                **report,
+            },
+            indent=2,
+        )
+    )
+    if fail_on_drift and report["drifted"]:
+        raise SystemExit(EXIT_DRIFTED)
 
 
 def main() -> None:

@@ -6,14 +6,14 @@ from typing import Any
 
 from flask import Flask
 
-from . import errors, logs, request_context
+from . import errors, logs, metrics, request_context
 from .auth import ApiKeys
 from .config import ConfigError, DefaultConfig, settings_from
 from .openapi import bp as docs_bp
 from .state import ServiceState
 from .views.common import add_guard_headers, enter_in_flight, leave_in_flight
 from .views.health import bp as health_bp
-from .views.models import list_models
+from .views.models import list_models, model_drift
 from .views.predict import version_blueprint
 from .views.router import bp as router_bp
 
@@ -49,7 +49,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     v1 = version_blueprint("v1", settings.stable_version)
     v1.add_url_rule("/models", "models", list_models, methods=["GET"])
-    for blueprint in (health_bp, docs_bp, v1, version_blueprint("v2", settings.canary_version), router_bp):
+    v1.add_url_rule("/models/<version>/drift", "drift", model_drift, methods=["GET"])
+    blueprints = (health_bp, docs_bp, metrics.bp, v1, version_blueprint("v2", settings.canary_version), router_bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
     if settings.background_load:

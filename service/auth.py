@@ -6,7 +6,9 @@ import hashlib
 import hmac
 from pathlib import Path
 
+from . import metrics
 from .config import ConfigError
+from .errors import UnauthorizedError
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -53,6 +55,14 @@ class ApiKeys:
                 raise ConfigError(f"{path}:{number}: expected 'id:<sha256 hex of the key>'")
             digests[digest] = key_id.strip()
         return digests
+
+    def authenticate(self, presented: str | None) -> str:
+        """The key id, or UnauthorizedError: the same message whether the key is missing or wrong."""
+        key_id = self.identify(presented)
+        if key_id is None:
+            metrics.AUTH_FAILURES.inc()
+            raise UnauthorizedError("missing or invalid API key")
+        return key_id
 
     def identify(self, presented: str | None) -> str | None:
         """The key id for a presented key, or None. Every stored digest is compared, match or not."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from . import metrics
+
 
 class InFlightLimiter:
     """Non-blocking: a request either gets a slot now or is turned away now."""
@@ -19,9 +21,11 @@ class InFlightLimiter:
             return False
         with self._lock:
             self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
         return True
 
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+        metrics.IN_FLIGHT.dec()
         self._slots.release()

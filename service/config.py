@@ -36,6 +36,9 @@ class DefaultConfig:
     IDEMPOTENCY_PENDING_TTL = 30  # a claim whose request died (worker killed) frees up after this
     IDEMPOTENCY_WAIT = 5.0  # seconds a duplicate waits for the first request's answer
     MAX_IN_FLIGHT = 8  # per worker; past it 503 OVERLOADED at once (keep below TOXISERVE_THREADS)
+    METRICS_TOKEN = None  # if set, /metrics needs "Authorization: Bearer <token>"; else open like probes
+    DRIFT_PSI_THRESHOLD = 0.2  # a feature's PSI above this reports drifted
+    DRIFT_SAMPLE_RATE = 1.0  # share of scored texts added to the live drift profile
     BACKGROUND_LOAD = False  # load models in a thread (non-preloading servers); /readyz says "starting"
     LOG_LEVEL = "INFO"
 
@@ -65,6 +68,8 @@ class ServiceSettings:
     idempotency_pending_ttl: float
     idempotency_wait: float
     max_in_flight: int
+    drift_psi_threshold: float
+    drift_sample_rate: float
 
 
 def _number(config: dict, key: str, kind: type, low: float, high: float) -> Any:
@@ -121,4 +126,6 @@ def settings_from(config: dict) -> ServiceSettings:
         idempotency_pending_ttl=_number(config, "IDEMPOTENCY_PENDING_TTL", float, 0.1, 3600),
         idempotency_wait=_number(config, "IDEMPOTENCY_WAIT", float, 0, 600),
         max_in_flight=_number(config, "MAX_IN_FLIGHT", int, 1, 10_000),
+        drift_psi_threshold=_number(config, "DRIFT_PSI_THRESHOLD", float, 0.0001, 100),
+        drift_sample_rate=_number(config, "DRIFT_SAMPLE_RATE", float, 0, 1),
     )

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
+import time
 from dataclasses import dataclass
 
 from shared_features import LoadedModel
 from shared_features.errors import UnprocessableError
 from shared_features.text import screen_text
 
+from . import metrics
+from .drift_monitor import DriftMonitor
 from .errors import EmptyBatchError, InferenceFailedError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class InferenceService:
         canary_percent: float = 10.0,
         max_batch_size: int = 1000,
         max_text_chars: int = 2000,
+        drift_sample_rate: float = 1.0,
     ) -> None:
         missing = {stable, canary} - models.keys()
         if missing:
@@ -54,6 +59,8 @@ class InferenceService:
         self.max_text_chars = max_text_chars
         # Basis points: a percentage like 2.5 still maps onto whole hash buckets.
         self._canary_buckets = round(canary_percent * 100)
+        self.drift = DriftMonitor(models)
+        self.drift_sample_rate = drift_sample_rate
 
     def model(self, version: str) -> LoadedModel:
         try:
@@ -96,11 +103,17 @@ class InferenceService:
         return normalised
 
     def _score(self, model: LoadedModel, normalised: list[str], raw: list[str]) -> list[float]:
+        started = time.perf_counter()
         try:
-            return model.score_normalised(normalised, raw).tolist()
+            scores = model.score_normalised(normalised, raw)
         except Exception as exc:  # a model bug must not become a 500 with a traceback
             log.exception("inference failed for model %s (%s)", model.version, type(exc).__name__)
             raise InferenceFailedError(f"model {model.version} failed to score the input") from None
+        metrics.INFERENCE_DURATION.labels(model.version).observe(time.perf_counter() - started)
+        metrics.INFERENCE_BATCH_SIZE.labels(model.version).observe(len(raw))
+        if self.drift_sample_rate >= 1.0 or random.random() < self.drift_sample_rate:
+            self.drift.observe(model, raw, normalised, scores)
+        return scores.tolist()
 
     def predict(self, text: str, version: str) -> Prediction:
         model = self.model(version)
@@ -116,8 +129,9 @@ class InferenceService:
 
     def warm_up(self) -> None:
         """One prediction per model, so the first real request pays no lazy initialisation."""
-        for version in self.models:
-            self.predict("warm up the pipeline @user http://example.com", version)
+        for model in self.models.values():
+            text = "warm up the pipeline @user http://example.com"
+            model.score_normalised([self.screen(text)], [text])  # not via _score: no metrics, no drift
 
     def describe(self) -> list[dict]:
         described = []

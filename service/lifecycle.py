@@ -15,3 +15,10 @@ def begin_draining(app: Flask) -> None:
     if service is not None:
         service.readiness.begin_draining()
         log.info("draining: readiness now fails; finishing in-flight requests")
+
+
+def worker_started(app: Flask) -> None:
+    """After fork: publish this worker's readiness gauge (multiprocess gauges are per process)."""
+    service = app.extensions.get("toxiserve")
+    if service is not None:
+        service.readiness.publish()

@@ -9,6 +9,7 @@ import time
 from flask import g, request
 from pythonjsonlogger.json import JsonFormatter
 
+from . import metrics
 from .request_context import current_request_id
 
 request_log = logging.getLogger("toxiserve.request")
@@ -52,13 +53,17 @@ def start_timer() -> None:
 
 
 def log_request(response):
-    """after_request: the one line per request."""
+    """after_request: the one line per request, and its HTTP metrics."""
     started = g.get("started")
+    elapsed = time.perf_counter() - started if started else 0.0
+    route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
+    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    metrics.HTTP_DURATION.labels(route, request.method).observe(elapsed)
     fields = {
-        "route": request.url_rule.rule if request.url_rule else "unmatched",
+        "route": route,
         "method": request.method,
         "status": response.status_code,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 3) if started else None,
+        "latency_ms": round(elapsed * 1000, 3),
     }
     for name in REQUEST_FIELDS:
         value = g.get(name)

@@ -47,6 +47,7 @@ def build_spec() -> dict:
         "Health",
         "Ready",
         "ModelsResponse",
+        "DriftReport",
     ):
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
     for version in ("v1", "v2"):
@@ -74,6 +75,30 @@ def build_spec() -> dict:
                     "200": {"description": "OK", "content": {"application/json": {"schema": "ModelsResponse"}}},
                     "401": _API_ERRORS["401"],
                 },
+            }
+        },
+    )
+    spec.path(
+        "/v1/models/{version}/drift",
+        operations={
+            "get": {
+                "summary": "Population stability index of live traffic against the model's training profile",
+                "security": [{"ApiKey": []}],
+                "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": "DriftReport"}}},
+                    "401": _API_ERRORS["401"],
+                    "404": {"description": "NOT_FOUND", **_ERROR},
+                },
+            }
+        },
+    )
+    spec.path(
+        "/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics, summed over workers (bearer token if TOXISERVE_METRICS_TOKEN is set)",
+                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
             }
         },
     )

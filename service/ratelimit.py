@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import limits
 from limits.strategies import FixedWindowRateLimiter
 
+from . import metrics
 from .errors import RateLimitedError
 from .store import Store, StoreUnavailableError
 
@@ -92,6 +93,7 @@ class RateLimiter:
                 stats = self.strategy.get_window_stats(item, self.namespace, key_id)
                 decision = RateDecision(item.amount, stats.remaining, stats.reset_time)
                 if not allowed:
+                    metrics.RATE_LIMITED.labels(key_id).inc()
                     error = RateLimitedError(f"rate limit {item} exceeded for this API key")
                     error.headers = decision.headers(denied=True)
                     raise error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from . import metrics
+
 STARTING, READY, DRAINING = "starting", "ready", "draining"
 
 
@@ -20,8 +22,14 @@ class Readiness:
         with self._lock:
             if self._state == STARTING:
                 self._state = READY
+            self.publish()
 
     def begin_draining(self) -> None:
         """SIGTERM: fail readiness so no new traffic arrives, while in-flight requests finish."""
         with self._lock:
             self._state = DRAINING
+            self.publish()
+
+    def publish(self) -> None:
+        """The readiness gauge; each worker calls it after fork (its gauge file starts at 0)."""
+        metrics.READY.set(1 if self._state == READY else 0)

@@ -61,6 +61,26 @@ class ModelInfoSchema(Schema):
     role = fields.String(validate=validate.OneOf(("stable", "canary")))
 
 
+class DriftFeatureSchema(Schema):
+    psi = fields.Float(allow_none=True, metadata={"description": "null below min_samples"})
+    drifted = fields.Boolean()
+    edges = fields.List(fields.Float())
+    expected = fields.List(fields.Float())
+    actual = fields.List(fields.Float())
+    counts = fields.List(fields.Integer())
+
+
+class DriftReportSchema(Schema):
+    model_version = fields.String(required=True)
+    available = fields.Boolean(required=True)
+    samples = fields.Integer()
+    min_samples = fields.Integer()
+    threshold = fields.Float()
+    drifted = fields.Boolean()
+    features = fields.Dict(keys=fields.String(), values=fields.Nested(DriftFeatureSchema))
+    message = fields.String()
+
+
 class ModelsResponseSchema(Schema):
     models = fields.List(fields.Nested(ModelInfoSchema), required=True)
     canary_percent = fields.Float(required=True)

@@ -9,6 +9,7 @@ from collections import Counter
 
 from shared_features import ModelRegistry
 
+from . import metrics
 from .auth import ApiKeys
 from .backpressure import InFlightLimiter
 from .config import ConfigError, ServiceSettings
@@ -64,8 +65,11 @@ class ServiceState:
             canary_percent=self.settings.canary_percent,
             max_batch_size=self.settings.max_batch_size,
             max_text_chars=self.settings.max_text_chars,
+            drift_sample_rate=self.settings.drift_sample_rate,
         )
         self.inference.warm_up()
+        for model in models.values():
+            metrics.MODEL_INFO.labels(model.name, model.version, model.sha256).set(1)
         self.readiness.mark_ready()
         log.info(
             "models loaded and warmed",
@@ -91,6 +95,14 @@ class ServiceState:
 
     def on_canary_decision(self, arm: str, version: str) -> None:
         self.canary_decisions[arm] += 1
+        metrics.CANARY_ROUTED.labels(arm).inc()
 
     def on_store_error(self, operation: str) -> None:
         self.store_errors[operation] += 1
+        metrics.STORE_ERRORS.labels(operation).inc()
+
+    def metric_collectors(self) -> list:
+        """Collectors computed at scrape time (drift PSI from the shared live counts)."""
+        if self.inference is None:
+            return []
+        return [self.inference.drift.collector(self.settings.drift_psi_threshold)]

@@ -11,8 +11,9 @@ from typing import Any
 
 from sklearn.model_selection import train_test_split
 
-from .artifacts import save_artifact
+from .artifacts import LoadedModel, save_artifact
 from .dataset import LabeledData
+from .drift import feature_values, reference_profile
 from .evaluation import choose_threshold, evaluate
 from .pipeline import build_pipeline
 
@@ -55,6 +56,11 @@ def train_model(
     val_scores = pipeline.predict_proba(parts["validation"][0])[:, 1]
     chosen = choose_threshold(parts["validation"][1], val_scores) if threshold is None else float(threshold)
     test_scores = pipeline.predict_proba(parts["test"][0])[:, 1]
+    # Drift reference: validation data is held out from fitting, so its scores look like live ones.
+    val_texts = parts["validation"][0]
+    normalised = pipeline.named_steps["normalise"].transform(val_texts)
+    profile_model = LoadedModel(name, version, pipeline, {"threshold": chosen}, Path(output_root))
+    profile = reference_profile(feature_values(profile_model, val_texts, normalised, val_scores), "validation")
     manifest = {
         "name": name,
         "version": version,
@@ -69,6 +75,7 @@ def train_model(
             "validation": evaluate(parts["validation"][1], val_scores, chosen),
         },
         "splits": {part: len(x) for part, (x, _) in parts.items()},
+        "reference_profile": profile,
         "training_data": {"sha256": data.sha256, "rows": data.rows, "source": data.source},
         "training_seconds": round(time.perf_counter() - started, 2),
     }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from shared_features import ModelRegistry, resolve_params
 from shared_features.dataset import read_labeled
@@ -61,3 +62,8 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_file():
         pytest.skip(f"labeled dataset not found at {SHARED_DATA} (it lives beside the repo, in ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

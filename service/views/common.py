@@ -8,13 +8,8 @@ from collections.abc import Callable
 from flask import current_app, g, request
 from marshmallow import Schema
 
-from ..errors import (
-    InvalidJsonError,
-    NotReadyError,
-    OverloadedError,
-    UnauthorizedError,
-    UnsupportedMediaTypeError,
-)
+from .. import metrics
+from ..errors import InvalidJsonError, NotReadyError, OverloadedError, UnsupportedMediaTypeError
 from ..readiness import STARTING
 from ..state import ServiceState
 
@@ -43,6 +38,7 @@ def enter_in_flight() -> None:
     if request.blueprint in UNGUARDED_BLUEPRINTS:
         return
     if not state().in_flight.try_enter():
+        metrics.OVERLOADED.inc()
         error = OverloadedError("too many requests in flight; retry shortly")
         error.headers = {"Retry-After": "1"}
         raise error
@@ -60,11 +56,7 @@ def authenticate_and_limit() -> None:
     if service.auth_disabled:
         g.key_id = "anonymous"
     else:
-        key_id = service.api_keys.identify(request.headers.get("X-API-Key"))
-        if key_id is None:
-            # The same message whether the key is missing or wrong: no oracle for guessing.
-            raise UnauthorizedError("missing or invalid API key")
-        g.key_id = key_id
+        g.key_id = service.api_keys.authenticate(request.headers.get("X-API-Key"))
     decision = service.rate_limiter.check(g.key_id)
     if decision is not None:
         g.rate_limit_headers = decision.headers()
@@ -79,6 +71,7 @@ def idempotent(request_id: str, payload: dict, compute: Callable[[], dict]) -> d
     response, replayed = state().idempotency.run_once(g.key_id, request_id, request.path, payload, compute)
     if replayed:
         g.replayed = True
+        metrics.IDEMPOTENT_REPLAYS.inc()
     return response
 
 

@@ -3,15 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
 BATCHJOB = Path(sys.executable).with_name("batchjob")
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 def run_batchjob(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

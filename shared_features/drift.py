@@ -1,0 +1,117 @@
+"""Drift: a reference profile of inputs and outputs at training time, PSI of live data against it.
+
+Features: text length (characters), out-of-vocabulary token rate (the model's own analyzer and
+vocabulary), and the score. Each is binned at the reference deciles; the population stability
+index compares live bin shares with the reference's. Rule of thumb: < 0.1 stable, 0.1-0.25 a
+shift worth a look, > 0.25 a major shift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .artifacts import LoadedModel
+
+FEATURES = ("text_length", "oov_rate", "score")
+DEFAULT_PSI_THRESHOLD = 0.2
+MIN_SAMPLES = 100  # below this a PSI is noise: reported as null
+_EPSILON = 1e-4  # share floor, so an empty bin gives a large but finite PSI
+
+
+def oov_rates(model: LoadedModel, normalised: list[str]) -> np.ndarray:
+    """Share of each text's analyzer tokens (word or char n-grams) missing from the vocabulary."""
+    vectorizer = model.pipeline.named_steps.get("tfidf") if hasattr(model.pipeline, "named_steps") else None
+    if vectorizer is None:
+        return np.zeros(len(normalised))
+    analyze, vocabulary = vectorizer.build_analyzer(), vectorizer.vocabulary_
+    rates = np.empty(len(normalised))
+    for index, text in enumerate(normalised):
+        tokens = analyze(text)
+        rates[index] = sum(token not in vocabulary for token in tokens) / len(tokens) if tokens else 1.0
+    return rates
+
+
+def feature_values(model: LoadedModel, raw: list[str], normalised: list[str], scores) -> dict[str, np.ndarray]:
+    return {
+        "text_length": np.fromiter((len(text) for text in raw), dtype=np.float64, count=len(raw)),
+        "oov_rate": oov_rates(model, normalised),
+        "score": np.asarray(scores, dtype=np.float64),
+    }
+
+
+def bin_index(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Bin i holds edges[i-1] < v <= edges[i]; len(edges) + 1 bins."""
+    return np.searchsorted(np.asarray(edges), values, side="left")
+
+
+def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    return np.bincount(bin_index(values, edges), minlength=len(edges) + 1)
+
+
+def reference_profile(values: dict[str, np.ndarray], sample: str, bins: int = 10) -> dict:
+    """Decile edges (deduplicated: OOV rates pile up at 0) and the reference share of each bin."""
+    features = {}
+    for name in FEATURES:
+        column = values[name]
+        edges = sorted(set(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]).round(6).tolist()))
+        counts = bin_counts(column, edges)
+        features[name] = {"edges": edges, "expected": (counts / counts.sum()).round(6).tolist()}
+    return {"sample": sample, "rows": int(len(values["score"])), "features": features}
+
+
+def psi(expected: list[float], counts: list[float]) -> float | None:
+    total = float(sum(counts))
+    if total < MIN_SAMPLES:
+        return None
+    value = 0.0
+    for share, count in zip(expected, counts, strict=True):
+        e, a = max(share, _EPSILON), max(count / total, _EPSILON)
+        value += (a - e) * math.log(a / e)
+    return round(value, 6)
+
+
+def drift_report(profile: dict, counts: dict[str, list[float]], threshold: float = DEFAULT_PSI_THRESHOLD) -> dict:
+    """The same report for the service's live counts and for `batchjob drift` over a file."""
+    features = {}
+    samples = 0
+    for name, reference in profile["features"].items():
+        observed = list(counts.get(name, [0] * len(reference["expected"])))
+        samples = max(samples, int(sum(observed)))
+        value = psi(reference["expected"], observed)
+        total = sum(observed) or 1
+        features[name] = {
+            "psi": value,
+            "drifted": value is not None and value > threshold,
+            "edges": reference["edges"],
+            "expected": reference["expected"],
+            "actual": [round(c / total, 6) for c in observed],
+            "counts": [int(c) for c in observed],
+        }
+    return {
+        "samples": samples,
+        "min_samples": MIN_SAMPLES,
+        "threshold": threshold,
+        "drifted": any(f["drifted"] for f in features.values()),
+        "features": features,
+    }
+
+
+def profile_counts(model: LoadedModel, values: list, max_chars: int) -> tuple[dict[str, np.ndarray], int]:
+    """Bin counts per feature for the scorable values (and how many were not scorable)."""
+    from .text import screen_text
+
+    raw, normalised = [], []
+    for value in values:
+        clean, reason = screen_text(value, max_chars)
+        if reason is None:
+            raw.append(value)
+            normalised.append(clean)
+    profile = model.manifest["reference_profile"]["features"]
+    counts = {name: np.zeros(len(profile[name]["edges"]) + 1, dtype=np.int64) for name in FEATURES}
+    if raw:
+        observed = feature_values(model, raw, normalised, model.score_normalised(normalised, raw))
+        for name in FEATURES:
+            counts[name] += bin_counts(observed[name], profile[name]["edges"])
+    return counts, len(values) - len(raw)
