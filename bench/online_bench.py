@@ -1,0 +1,190 @@
+"""Online benchmark: the real service against a bare-model Flask app and a constant endpoint.
+
+    .venv/bin/python -m bench.online_bench [--duration 5] [--runs 3] [--connections 8 32]
+
+Each server runs alone (so they never compete for the cores), under the same gunicorn config
+(2 workers) on the same port; wrk (Debian package `wrk`) drives /v1/predict, /predict and
+/v1/batch_predict (32 texts). Prints requests/s, p50/p95/p99, errors and the ratios to each
+baseline (medians of --runs), and the service's cold start (launch -> first 200 from /readyz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import requests
+
+from .common import BIN, DATASET, OUT, REPO, machine
+
+API_KEY = "bench-key-0123456789"
+ROUTES = ("/v1/predict", "/predict", "/v1/batch_predict")
+SERVERS = {
+    "service": "service:create_app()",
+    "bare model": "bench.baselines:bare_model_app()",
+    "constant": "bench.baselines:constant_app()",
+}
+
+LUA = """
+local bodies = {BODIES}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "KEY"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format('{"rps": %f, "p50": %f, "p95": %f, "p99": %f, "non2xx": %d, "socket_errors": %d}\\n',
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000, summary.errors.status, errors))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lua_script(route: str, texts: list[str]) -> str:
+    if route.endswith("batch_predict"):
+        bodies = [json.dumps({"texts": texts[i : i + 32]}) for i in range(0, 32 * 16, 32)]
+    else:
+        bodies = [json.dumps({"text": t}) for t in texts[:256]]
+    quoted = ", ".join("[==[" + b + "]==]" for b in bodies)
+    path = Path(tempfile.mkstemp(suffix=".lua")[1])
+    path.write_text(LUA.replace("{BODIES}", "{" + quoted + "}").replace("KEY", API_KEY))
+    return str(path)
+
+
+class Running:
+    def __init__(self, app: str, port: int, log_path: Path, extra_env: dict | None = None) -> None:
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "TOXISERVE_BIND_HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": "2",
+            "TOXISERVE_API_KEYS": f"bench:{API_KEY}",
+            "PYTHONPATH": str(REPO),
+            "TOXISERVE_STORE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='toxiserve-bench-')}/store.sqlite3",
+            # everything on, with a limit high enough that the load itself never trips it
+            "TOXISERVE_RATE_LIMIT": "1000000/second",
+            **(extra_env or {}),
+        }
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(log_path, "w")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.cold_start = self._wait_ready()
+
+    def _wait_ready(self) -> float:
+        while time.perf_counter() - self.started < 30:
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: see {self.log.name}")
+            time.sleep(0.01)
+        raise TimeoutError("server not ready in 30 s")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        self.log.close()
+
+
+def wrk(url: str, script: str, connections: int, duration: int) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def median_of(results: list[dict]) -> dict:
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+    texts = [t for t in pd.read_csv(DATASET)["text"].sample(2048, random_state=0) if len(t) <= 2000]
+    scripts = {route: lua_script(route, texts) for route in ROUTES}
+    OUT.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    table: dict[tuple, dict] = {}
+    cold_starts = []
+    for name in args.servers:
+        for _ in range(args.runs):
+            server = Running(SERVERS[name], port, OUT / f"online_{name.replace(' ', '_')}.log")
+            if name == "service":
+                cold_starts.append(server.cold_start)
+            try:
+                for route in ROUTES:
+                    wrk(server.url + route, scripts[route], 8, 1)  # warm the connection pools and caches
+                    for connections in args.connections:
+                        table.setdefault((name, route, connections), []).append(
+                            wrk(server.url + route, scripts[route], connections, args.duration)
+                        )
+            finally:
+                server.stop()
+    medians = {key: median_of(results) for key, results in table.items()}
+    print(
+        f"\nonline benchmark: {machine()}; gunicorn 2 workers (gthread); wrk -t2 on the same cores;"
+        f" {args.duration}s per run, median of {args.runs}"
+    )
+    if cold_starts:
+        print(
+            f"service cold start (launch -> first 200 /readyz): median {statistics.median(cold_starts):.2f}s "
+            f"(runs: {', '.join(f'{c:.2f}' for c in cold_starts)})"
+        )
+    header = (
+        f"{'server':11} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'errors':>6} {'vs bare':>8} {'vs const':>8}"
+    )
+    print(header + "\n" + "-" * len(header))
+    for (name, route, connections), m in medians.items():
+        bare = medians.get(("bare model", route, connections))
+        const = medians.get(("constant", route, connections))
+        vs_bare = f"{m['rps'] / bare['rps']:.2f}x" if bare else "-"
+        vs_const = f"{m['rps'] / const['rps']:.2f}x" if const else "-"
+        print(
+            f"{name:11} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
+            f"{m['p99']:>7.2f} {int(m['non2xx'] + m['socket_errors']):>6} {vs_bare:>8} {vs_const:>8}"
+        )
+    (OUT / "online.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in medians.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
