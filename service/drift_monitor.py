@@ -30,11 +30,11 @@ class DriftMonitor:
                     metrics.DRIFT_OBSERVATIONS.labels(version, feature, str(i)) for i in range(bins)
                 ]
 
-    def observe(self, model: LoadedModel, raw: list[str], normalised: list[str], scores) -> None:
+    def observe(self, model: LoadedModel, raw: list[str], normalised: list[str], scores, oov=None) -> None:
         profile = model.manifest.get("reference_profile")
         if not profile:
             return
-        values = feature_values(model, raw, normalised, scores)
+        values = feature_values(model, raw, normalised, scores, oov)
         for feature in FEATURES:
             children = self._children[(model.version, feature)]
             for index, count in enumerate(bin_counts(values[feature], profile["features"][feature]["edges"])):

@@ -17,6 +17,7 @@ import numpy as np
 import sklearn
 
 from .errors import ChecksumMismatchError, FeatureCodeMismatchError, LibraryVersionError, ModelError
+from .scorer import CompiledScorer, compile_pipeline
 from .text import feature_fingerprint, normalize_texts
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class LoadedModel:
     manifest: dict[str, Any]
     path: Path
     warnings: list[str] = field(default_factory=list)
+    scorer: CompiledScorer | None = None
+    # Largest batch the compiled scorer takes; bigger ones go to vectorised predict_proba. Measured
+    # crossover (bench/scorer_bench.py): word n-grams ~256-1000 texts, char n-grams ~32-64.
+    compiled_max_batch: int = 0
 
     @property
     def threshold(self) -> float:
@@ -74,13 +79,28 @@ class LoadedModel:
         return bool(steps) and getattr(steps[0][1], "func", None) is normalize_texts
 
     def score_normalised(self, normalised: list[str], raw: list[str]) -> np.ndarray:
-        """The same scores as `score(raw)`, skipping the normalisation the caller already did.
+        """The same scores as `score(raw)` (to 1e-12), skipping the normalisation already done."""
+        return self.score_with_oov(normalised, raw)[0]
 
-        `pipeline[1:]` is the pipeline's own remaining steps: identical arithmetic, one pass fewer.
+    def score_with_oov(self, normalised: list[str], raw: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores by the faster path for this batch size, and OOV rates when they came for free.
+
+        Small batches: the compiled scorer (per-call overhead ~0). Large ones: `pipeline[1:]`, the
+        pipeline's own remaining steps on the normalised text (identical arithmetic, one pass fewer).
         """
+        if self.scorer is not None and len(normalised) <= self.compiled_max_batch:
+            return self.scorer.score(normalised)
         if self.normalises_first:
-            return self.pipeline[1:].predict_proba(normalised)[:, 1]
-        return self.score(raw)
+            return self.pipeline[1:].predict_proba(normalised)[:, 1], None
+        return self.score(raw), None
+
+    def compile(self, max_batch: int | None = None) -> None:
+        """Build the compiled scorer (once, at load: in the gunicorn master, before fork)."""
+        self.scorer = compile_pipeline(self.pipeline, f"{self.name}/{self.version}")
+        if max_batch is None:
+            analyzer = getattr(self.pipeline.steps[1][1], "analyzer", "word") if self.scorer else "word"
+            max_batch = 256 if analyzer == "word" else 32
+        self.compiled_max_batch = max_batch if self.scorer else 0
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -166,7 +186,7 @@ def load_artifact(directory: str | os.PathLike, on_version_mismatch: str = "erro
         )
     warnings = _check_environment(manifest, on_version_mismatch, directory)
     pipeline = joblib.load(model_path)
-    return LoadedModel(
+    model = LoadedModel(
         name=manifest["name"],
         version=manifest["version"],
         pipeline=pipeline,
@@ -174,3 +194,5 @@ def load_artifact(directory: str | os.PathLike, on_version_mismatch: str = "erro
         path=directory,
         warnings=warnings,
     )
+    model.compile()
+    return model

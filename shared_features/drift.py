@@ -33,10 +33,11 @@ def oov_rates(model: LoadedModel, normalised: list[str]) -> np.ndarray:
     return rates
 
 
-def feature_values(model: LoadedModel, raw: list[str], normalised: list[str], scores) -> dict[str, np.ndarray]:
+def feature_values(model: LoadedModel, raw: list[str], normalised: list[str], scores, oov=None) -> dict:
+    """`oov`: rates already computed (the compiled scorer returns them), else derived here."""
     return {
         "text_length": np.fromiter((len(text) for text in raw), dtype=np.float64, count=len(raw)),
-        "oov_rate": oov_rates(model, normalised),
+        "oov_rate": oov_rates(model, normalised) if oov is None else np.asarray(oov, dtype=np.float64),
         "score": np.asarray(scores, dtype=np.float64),
     }
 

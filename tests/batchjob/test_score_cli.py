@@ -62,7 +62,7 @@ def test_formats_columns_order_scores_and_rejects(runner, tmp_path, shipped_regi
     assert scored["id"].astype(int).tolist() == good["id"].tolist()  # input order kept
     model = shipped_registry.load("toxicity", "v1")
     expected = model.pipeline.predict_proba(good["text"].tolist())[:, 1]
-    np.testing.assert_array_equal(scored["score"].astype(float).to_numpy(), expected)
+    np.testing.assert_allclose(scored["score"].astype(float).to_numpy(), expected, atol=1e-12, rtol=0)
     assert scored["label"].tolist() == ["toxic" if s >= 0.5 else "clean" for s in expected]
     assert set(scored["model_version"]) == {"v1"}
 
@@ -94,7 +94,7 @@ def test_v2_keep_text_and_summary_file(runner, tmp_path, shipped_registry):
     scored = read(output)
     assert scored["text"].tolist() == frame["text"].tolist()
     v2 = shipped_registry.load("toxicity", "v2")
-    np.testing.assert_array_equal(scored["score"].to_numpy(), v2.score(frame["text"].tolist()))
+    np.testing.assert_allclose(scored["score"].to_numpy(), v2.score(frame["text"].tolist()), atol=1e-12, rtol=0)
     assert json.loads(summary_path.read_text()) == json.loads(result.output)
     assert read(tmp_path / "bad.parquet").empty
 
@@ -130,7 +130,7 @@ def test_scores_equal_the_service(runner, tmp_path):
     batch_scores = read(tmp_path / "o.csv")["score"].astype(float).tolist()
     client = make_app().test_client()
     served = [client.post("/v1/predict", json={"text": t}, headers=AUTH).json["score"] for t in frame["text"]]
-    assert batch_scores == served
+    np.testing.assert_allclose(batch_scores, served, atol=1e-12, rtol=0)
 
 
 def test_non_string_text_column_is_rejected_per_row(runner, tmp_path):
@@ -205,7 +205,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_subprocess_success_prints_only_json_on_stdout_and_progress_on_stderr(tmp_path):
-    source, _ = make_input(tmp_path, "parquet", rows=3000, bad=False)
+    source, _ = make_input(tmp_path, "parquet", rows=30_000, bad=False)
     proc = run_batchjob(
         "score",
         str(source),
@@ -219,7 +219,7 @@ def test_subprocess_success_prints_only_json_on_stdout_and_progress_on_stderr(tm
         "0.1",
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["rows_scored"] == 3000
+    assert json.loads(proc.stdout)["rows_scored"] == 30_000
     assert "progress: " in proc.stderr and "rows/s" in proc.stderr
 
 

@@ -152,7 +152,7 @@ def test_inference_failure_is_503_not_500(monkeypatch):
     def broken(normalised, raw):
         raise ValueError("corrupt coefficients")
 
-    monkeypatch.setattr(model, "score_normalised", broken)
+    monkeypatch.setattr(model, "score_with_oov", broken)
     client = app.test_client()
     body = assert_error(post(client, "/v1/predict", {"text": "hi"}), 503, "INFERENCE_FAILED")
     assert "corrupt" not in body["message"]

@@ -1,4 +1,5 @@
 """/metrics on a real gunicorn: totals summed over workers, through worker recycling, files bounded."""
+
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,14 +19,20 @@ AUTH = {"X-API-Key": API_KEY}
 
 def test_totals_equal_requests_sent_across_recycled_workers():
     metrics_dir = tempfile.mkdtemp(prefix="toxiserve-metrics-test-")
-    env = {"TOXISERVE_API_KEYS": f"tests:{API_KEY}", "TOXISERVE_RATE_LIMIT": "", "TOXISERVE_MAX_REQUESTS": "25",
-           "TOXISERVE_METRICS_DIR": metrics_dir}
+    env = {
+        "TOXISERVE_API_KEYS": f"tests:{API_KEY}",
+        "TOXISERVE_RATE_LIMIT": "",
+        "TOXISERVE_MAX_REQUESTS": "25",
+        "TOXISERVE_METRICS_DIR": metrics_dir,
+    }
     with Server(env, workers=2) as server:
-        calls = [("/predict", {"text": "hello there"}, AUTH)] * 120 + \
-                [("/v1/predict", {"text": "you idiot"}, AUTH)] * 60 + \
-                [("/v2/batch_predict", {"texts": ["a b c"] * 32}, AUTH)] * 20 + \
-                [("/v1/predict", {"text": "   "}, AUTH)] * 15 + \
-                [("/v1/predict", {"text": "no key"}, {})] * 10
+        calls = (
+            [("/predict", {"text": "hello there"}, AUTH)] * 120
+            + [("/v1/predict", {"text": "you idiot"}, AUTH)] * 60
+            + [("/v2/batch_predict", {"texts": ["a b c"] * 32}, AUTH)] * 20
+            + [("/v1/predict", {"text": "   "}, AUTH)] * 15
+            + [("/v1/predict", {"text": "no key"}, {})] * 10
+        )
 
         def send(call):
             path, body, headers = call
@@ -38,7 +45,10 @@ def test_totals_equal_requests_sent_across_recycled_workers():
         pids = {name.rsplit("_", 1)[1][:-3] for name in files}
 
     for (path, status), count in sent.items():
-        assert value(text, "http_requests_total", route=path, method="POST", status=str(status)) == count, (path, status)
+        assert value(text, "http_requests_total", route=path, method="POST", status=str(status)) == count, (
+            path,
+            status,
+        )
     assert sent[("/predict", 200)] == 120
     routed = value(text, "canary_routed_total", arm="stable") + value(text, "canary_routed_total", arm="canary")
     assert routed == 120

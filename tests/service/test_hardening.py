@@ -105,14 +105,14 @@ def test_errors_are_not_stored(store_url, namespace):
 def test_concurrent_duplicates_run_inference_once(store_url, namespace, monkeypatch):
     app = guarded_app(store_url, namespace)
     model = app.extensions["toxiserve"].inference.models["v1"]
-    calls, real_score = [], model.score_normalised
+    calls, real_score = [], model.score_with_oov
 
     def slow_score(normalised, raw):
         calls.append(1)
         time.sleep(0.3)
         return real_score(normalised, raw)
 
-    monkeypatch.setattr(model, "score_normalised", slow_score)
+    monkeypatch.setattr(model, "score_with_oov", slow_score)
     results = []
 
     def send():
@@ -153,14 +153,14 @@ def test_overloaded_worker_answers_503_at_once(monkeypatch):
     app = make_app(MAX_IN_FLIGHT=1)
     model = app.extensions["toxiserve"].inference.models["v1"]
     entered, release = threading.Event(), threading.Event()
-    real_score = model.score_normalised
+    real_score = model.score_with_oov
 
     def blocking_score(normalised, raw):
         entered.set()
         release.wait(5)
         return real_score(normalised, raw)
 
-    monkeypatch.setattr(model, "score_normalised", blocking_score)
+    monkeypatch.setattr(model, "score_with_oov", blocking_score)
     holder = threading.Thread(target=lambda: post(app.test_client(), "/v1/predict", {"text": "hold the slot"}))
     holder.start()
     assert entered.wait(5)

@@ -55,7 +55,7 @@ def test_every_line_during_a_request_carries_its_id(log_lines, monkeypatch):
     def failing(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(inference.models["v1"], "score_normalised", failing)
+    monkeypatch.setattr(inference.models["v1"], "score_with_oov", failing)
     app.test_client().post(
         "/v1/predict", json={"text": "x", "request_id": "rid-77"}, headers={"X-API-Key": "test-key-0123456789"}
     )
