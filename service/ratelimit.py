@@ -78,6 +78,17 @@ class RateLimiter:
         self.per_key = per_key
         self.policy = policy
 
+    def _hit(self, item: limits.RateLimitItem, key_id: str) -> tuple[RateDecision, bool]:
+        storage = self.strategy.storage
+        if hasattr(storage, "incr_with_expiry"):
+            # FixedWindowRateLimiter.hit is `incr(key, expiry) <= amount`, and get_window_stats reads
+            # back the count and expiry: the embedded store returns both from its one statement.
+            count, reset_at = storage.incr_with_expiry(item.key_for(self.namespace, key_id), item.get_expiry())
+            return RateDecision(item.amount, max(0, item.amount - count), reset_at), count <= item.amount
+        allowed = self.strategy.hit(item, self.namespace, key_id)
+        stats = self.strategy.get_window_stats(item, self.namespace, key_id)
+        return RateDecision(item.amount, stats.remaining, stats.reset_time), allowed
+
     def limits_for(self, key_id: str) -> list[limits.RateLimitItem]:
         return self.per_key.get(key_id, self.default)
 
@@ -89,9 +100,7 @@ class RateLimiter:
         try:
             tightest = None
             for item in items:
-                allowed = self.strategy.hit(item, self.namespace, key_id)
-                stats = self.strategy.get_window_stats(item, self.namespace, key_id)
-                decision = RateDecision(item.amount, stats.remaining, stats.reset_time)
+                decision, allowed = self._hit(item, key_id)
                 if not allowed:
                     metrics.RATE_LIMITED.labels(key_id).inc()
                     error = RateLimitedError(f"rate limit {item} exceeded for this API key")

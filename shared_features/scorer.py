@@ -12,6 +12,7 @@ n-gram, computing exactly what sklearn computes:
 `compile_pipeline` returns None for any other shape or option, and callers fall back to
 `predict_proba`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,9 @@ _SUPPORTED_NORMS = ("l2", "l1", None)
 
 
 class CompiledScorer:
-    def __init__(self, analyzer, weights: dict, intercept: float, sublinear: bool, binary: bool,
-                 norm: str | None) -> None:
+    def __init__(
+        self, analyzer, weights: dict, intercept: float, sublinear: bool, binary: bool, norm: str | None
+    ) -> None:
         self.analyze = analyzer
         self.weights = weights  # n-gram -> (idf, coef)
         self.intercept = intercept

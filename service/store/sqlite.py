@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -52,6 +54,22 @@ class SQLiteDatabase:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
+    @contextlib.contextmanager
+    def writing(self):
+        """Serialise writers across processes on an flock, which the kernel wakes the moment it's
+        free. Left to itself, SQLite's busy handler sleeps 1, 2, 5, 10 ms... between retries: that
+        was the whole p99 under load. One lock file descriptor per thread, because flock excludes
+        per open file description."""
+        handle = getattr(self._local, "lock", None)
+        if handle is None or self._local.lock_pid != os.getpid():
+            handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - lives as long as the thread
+            self._local.lock, self._local.lock_pid = handle, os.getpid()
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield self.connect()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
     def wrote(self, now: float) -> None:
         self._writes += 1
         if self._writes % PURGE_EVERY == 0:
@@ -74,21 +92,22 @@ class SQLiteLimitsStorage(Storage):
         return sqlite3.Error
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        return self.incr_with_expiry(key, expiry, amount)[0]
+
+    def incr_with_expiry(self, key: str, expiry: float, amount: int = 1) -> tuple[int, float]:
+        """incr, also returning when the window resets: one statement where `limits` needs three."""
         now = time.time()
-        row = (
-            self.db.connect()
-            .execute(
+        with self.db.writing() as conn:
+            row = conn.execute(
                 """INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3)
                    ON CONFLICT (key) DO UPDATE SET
                      value = CASE WHEN expires_at <= ?4 THEN ?2 ELSE value + ?2 END,
                      expires_at = CASE WHEN expires_at <= ?4 THEN ?3 ELSE expires_at END
-                   RETURNING value""",
+                   RETURNING value, expires_at""",
                 (key, amount, now + expiry, now),
-            )
-            .fetchone()
-        )
-        self.db.wrote(now)
-        return int(row[0])
+            ).fetchone()
+            self.db.wrote(now)
+        return int(row[0]), float(row[1])
 
     def get(self, key: str) -> int:
         row = (
@@ -127,33 +146,37 @@ class SQLiteIdempotency:
 
     def claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
         now = time.time()
-        conn = self.db.connect()
         # Take the key if it is free or its record expired; one statement, so two workers can't both win.
-        taken = conn.execute(
-            """INSERT INTO idempotency (key, fingerprint, response, expires_at) VALUES (?1, ?2, NULL, ?3)
+        with self.db.writing() as conn:
+            taken = conn.execute(
+                """INSERT INTO idempotency (key, fingerprint, response, expires_at) VALUES (?1, ?2, NULL, ?3)
                ON CONFLICT (key) DO UPDATE SET fingerprint = ?2, response = NULL, expires_at = ?3
                WHERE idempotency.expires_at <= ?4
                RETURNING key""",
-            (key, fingerprint, now + pending_ttl, now),
-        ).fetchone()
-        self.db.wrote(now)
+                (key, fingerprint, now + pending_ttl, now),
+            ).fetchone()
+            self.db.wrote(now)
         if taken:
             return Claim(owned=True)
-        row = conn.execute("SELECT fingerprint, response FROM idempotency WHERE key = ?", (key,)).fetchone()
+        row = (
+            self.db.connect().execute("SELECT fingerprint, response FROM idempotency WHERE key = ?", (key,)).fetchone()
+        )
         if row is None:  # expired and swept between the two statements: try again
             return self.claim(key, fingerprint, pending_ttl)
         return Claim(owned=False, fingerprint=row[0], response=row[1])
 
     def complete(self, key: str, fingerprint: str, response: str, ttl: float) -> None:
-        self.db.connect().execute(
-            "UPDATE idempotency SET response = ?, expires_at = ? WHERE key = ? AND fingerprint = ?",
-            (response, time.time() + ttl, key, fingerprint),
-        )
+        with self.db.writing() as conn:
+            conn.execute(
+                "UPDATE idempotency SET response = ?, expires_at = ? WHERE key = ? AND fingerprint = ?",
+                (response, time.time() + ttl, key, fingerprint),
+            )
 
     def release(self, key: str, fingerprint: str) -> None:
-        self.db.connect().execute(
-            "DELETE FROM idempotency WHERE key = ? AND fingerprint = ? AND response IS NULL", (key, fingerprint)
-        )
+        with self.db.writing() as conn:
+            conn.execute(
+                "DELETE FROM idempotency WHERE key = ? AND fingerprint = ? AND response IS NULL", (key, fingerprint)
+            )
 
 
 def open_sqlite_store(url: str, namespace: str) -> Store:
