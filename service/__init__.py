@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from flask import Flask
+from flask import Config, Flask
 
 from . import errors, logs, metrics, request_context
 from .auth import ApiKeys
@@ -14,28 +15,41 @@ from .state import ServiceState
 from .views.common import add_guard_headers, enter_in_flight, leave_in_flight
 from .views.health import bp as health_bp
 from .views.models import list_models, model_drift
+from .views.oip import bp as oip_bp
 from .views.predict import version_blueprint
 from .views.router import bp as router_bp
 
-__all__ = ["create_app", "ConfigError"]
+__all__ = ["ConfigError", "build_service", "create_app", "load_config"]
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Defaults, then TOXISERVE_* environment variables, then `config`; loads and warms the models."""
-    app = Flask(__name__)
-    app.config.from_object(DefaultConfig)
-    app.config.from_prefixed_env("TOXISERVE")
-    app.config.update(config or {})
-    settings = settings_from(app.config)
+def load_config(config: dict[str, Any] | None = None, root_path: str | None = None) -> Config:
+    """Defaults, then TOXISERVE_* environment variables, then `config`: for HTTP and gRPC alike."""
+    loaded = Config(root_path or os.path.dirname(__file__))
+    loaded.from_object(DefaultConfig)
+    loaded.from_prefixed_env("TOXISERVE")
+    loaded.update(config or {})
+    return loaded
+
+
+def build_service(config: Config) -> ServiceState:
+    """Validated settings, keys and store, with logging configured; models are not loaded yet."""
+    settings = settings_from(config)
     logs.configure_logging(settings.log_level)
-
-    api_keys = ApiKeys.from_settings(app.config["API_KEYS"], app.config["API_KEYS_FILE"])
+    api_keys = ApiKeys.from_settings(config["API_KEYS"], config["API_KEYS_FILE"])
     if not api_keys and not settings.auth_disabled:
         raise ConfigError(
             "no API keys configured: set TOXISERVE_API_KEYS='id:key,...' or TOXISERVE_API_KEYS_FILE, "
             "or TOXISERVE_AUTH_DISABLED=true for local development only"
         )
-    service = ServiceState(settings, api_keys)
+    return ServiceState(settings, api_keys)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Defaults, then TOXISERVE_* environment variables, then `config`; loads and warms the models."""
+    app = Flask(__name__)
+    app.config.update(load_config(config, app.root_path))
+    service = build_service(app.config)
+    settings = service.settings
     app.extensions["toxiserve"] = service
 
     app.before_request(logs.start_timer)
@@ -50,7 +64,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     v1 = version_blueprint("v1", settings.stable_version)
     v1.add_url_rule("/models", "models", list_models, methods=["GET"])
     v1.add_url_rule("/models/<version>/drift", "drift", model_drift, methods=["GET"])
-    blueprints = (health_bp, docs_bp, metrics.bp, v1, version_blueprint("v2", settings.canary_version), router_bp)
+    v2 = version_blueprint("v2", settings.canary_version)
+    blueprints = (health_bp, docs_bp, metrics.bp, v1, v2, router_bp, oip_bp)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
 

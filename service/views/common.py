@@ -15,6 +15,16 @@ from ..state import ServiceState
 
 # Probes, docs and metrics are never refused for load: the orchestrator must see the truth.
 UNGUARDED_BLUEPRINTS = frozenset({"health", "docs", "metrics"})
+UNGUARDED_ENDPOINTS = frozenset(
+    {
+        "oip.live",
+        "oip.ready",
+        "oip.server_metadata",
+        "oip.model_metadata",
+        "oip.model_version_metadata",
+        "oip.model_ready",
+    }
+)
 
 
 def state() -> ServiceState:
@@ -35,7 +45,7 @@ def load_body(schema: Schema) -> dict:
 
 def enter_in_flight() -> None:
     """App-wide before_request: take a slot or be refused at once with 503 OVERLOADED."""
-    if request.blueprint in UNGUARDED_BLUEPRINTS:
+    if request.blueprint in UNGUARDED_BLUEPRINTS or request.endpoint in UNGUARDED_ENDPOINTS:
         return
     if not state().in_flight.try_enter():
         metrics.OVERLOADED.inc()
