@@ -39,6 +39,11 @@ class DefaultConfig:
     METRICS_TOKEN = None  # if set, /metrics needs "Authorization: Bearer <token>"; else open like probes
     DRIFT_PSI_THRESHOLD = 0.2  # a feature's PSI above this reports drifted
     DRIFT_SAMPLE_RATE = 1.0  # share of scored texts added to the live drift profile
+    COMPILED_MAX_BATCH = None  # override the compiled scorer's batch-size crossover; 0 turns it off
+    MICROBATCH = False  # opt in: single-text requests of a worker share model calls (see README)
+    MICROBATCH_MAX_SIZE = 32
+    MICROBATCH_MAX_WAIT_MS = 2.0
+    MICROBATCH_MAX_QUEUE = 256
     BACKGROUND_LOAD = False  # load models in a thread (non-preloading servers); /readyz says "starting"
     LOG_LEVEL = "INFO"
 
@@ -70,6 +75,11 @@ class ServiceSettings:
     max_in_flight: int
     drift_psi_threshold: float
     drift_sample_rate: float
+    compiled_max_batch: int | None
+    microbatch: bool
+    microbatch_max_size: int
+    microbatch_max_wait_ms: float
+    microbatch_max_queue: int
 
 
 def _number(config: dict, key: str, kind: type, low: float, high: float) -> Any:
@@ -128,4 +138,11 @@ def settings_from(config: dict) -> ServiceSettings:
         max_in_flight=_number(config, "MAX_IN_FLIGHT", int, 1, 10_000),
         drift_psi_threshold=_number(config, "DRIFT_PSI_THRESHOLD", float, 0.0001, 100),
         drift_sample_rate=_number(config, "DRIFT_SAMPLE_RATE", float, 0, 1),
+        compiled_max_batch=None
+        if config["COMPILED_MAX_BATCH"] is None
+        else _number(config, "COMPILED_MAX_BATCH", int, 0, 1_000_000),
+        microbatch=_flag(config["MICROBATCH"]),
+        microbatch_max_size=_number(config, "MICROBATCH_MAX_SIZE", int, 1, 10_000),
+        microbatch_max_wait_ms=_number(config, "MICROBATCH_MAX_WAIT_MS", float, 0, 1000),
+        microbatch_max_queue=_number(config, "MICROBATCH_MAX_QUEUE", int, 1, 100_000),
     )

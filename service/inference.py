@@ -61,6 +61,15 @@ class InferenceService:
         self._canary_buckets = round(canary_percent * 100)
         self.drift = DriftMonitor(models)
         self.drift_sample_rate = drift_sample_rate
+        self.batcher = None
+
+    def enable_microbatching(self, max_size: int, max_wait_ms: float, max_queue: int) -> None:
+        from .microbatch import MicroBatcher
+
+        def score_batch(version: str, normalised: list[str], raw: list[str]) -> list[float]:
+            return self._score(self.model(version), normalised, raw)
+
+        self.batcher = MicroBatcher(score_batch, max_size, max_wait_ms, max_queue)
 
     def model(self, version: str) -> LoadedModel:
         try:
@@ -117,7 +126,11 @@ class InferenceService:
 
     def predict(self, text: str, version: str) -> Prediction:
         model = self.model(version)
-        score = self._score(model, [self.screen(text)], [text])[0]
+        normalised = self.screen(text)
+        if self.batcher is not None:
+            score = self.batcher.score(version, normalised, text)
+        else:
+            score = self._score(model, [normalised], [text])[0]
         return Prediction("toxic" if score >= model.threshold else "clean", score, version)
 
     def predict_batch(self, texts: list[str], version: str) -> list[Prediction]:

@@ -58,6 +58,9 @@ class ServiceState:
         registry = ModelRegistry(self.settings.model_dir, self.settings.on_version_mismatch)
         versions = dict.fromkeys((self.settings.stable_version, self.settings.canary_version))
         models = {version: registry.load(self.settings.model_name, version) for version in versions}
+        if self.settings.compiled_max_batch is not None:
+            for model in models.values():
+                model.compile(self.settings.compiled_max_batch)
         self.inference = InferenceService(
             models,
             stable=self.settings.stable_version,
@@ -67,6 +70,12 @@ class ServiceState:
             max_text_chars=self.settings.max_text_chars,
             drift_sample_rate=self.settings.drift_sample_rate,
         )
+        if self.settings.microbatch:
+            self.inference.enable_microbatching(
+                self.settings.microbatch_max_size,
+                self.settings.microbatch_max_wait_ms,
+                self.settings.microbatch_max_queue,
+            )
         self.inference.warm_up()
         for model in models.values():
             metrics.MODEL_INFO.labels(model.name, model.version, model.sha256).set(1)

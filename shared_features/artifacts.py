@@ -96,7 +96,7 @@ class LoadedModel:
 
     def compile(self, max_batch: int | None = None) -> None:
         """Build the compiled scorer (once, at load: in the gunicorn master, before fork)."""
-        self.scorer = compile_pipeline(self.pipeline, f"{self.name}/{self.version}")
+        self.scorer = compile_pipeline(self.pipeline, f"{self.name}/{self.version}") if max_batch != 0 else None
         if max_batch is None:
             analyzer = getattr(self.pipeline.steps[1][1], "analyzer", "word") if self.scorer else "word"
             max_batch = 256 if analyzer == "word" else 32
