@@ -30,11 +30,16 @@ from .common import BIN, DATASET, OUT, REPO, machine
 
 API_KEY = "bench-key-0123456789"
 ROUTES = ("/v1/predict", "/predict", "/v1/batch_predict")
+# name -> (gunicorn app, extra environment). The last three isolate micro-batching's effect.
 SERVERS = {
-    "service": "service:create_app()",
-    "bare model": "bench.baselines:bare_model_app()",
-    "constant": "bench.baselines:constant_app()",
+    "service": ("service:create_app()", {}),
+    "bare model": ("bench.baselines:bare_model_app()", {}),
+    "constant": ("bench.baselines:constant_app()", {}),
+    "svc+mb": ("service:create_app()", {"TOXISERVE_MICROBATCH": "true"}),
+    "svc sklearn": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0"}),
+    "svc sklearn+mb": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_MICROBATCH": "true"}),
 }
+DEFAULT_SERVERS = ["service", "bare model", "constant"]
 
 LUA = """
 local bodies = {BODIES}
@@ -135,7 +140,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    parser.add_argument("--servers", nargs="+", default=DEFAULT_SERVERS, choices=list(SERVERS))
+    parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES))
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
@@ -147,11 +153,12 @@ def main() -> None:
     cold_starts = []
     for name in args.servers:
         for _ in range(args.runs):
-            server = Running(SERVERS[name], port, OUT / f"online_{name.replace(' ', '_')}.log")
+            app, extra_env = SERVERS[name]
+            server = Running(app, port, OUT / f"online_{name.replace(' ', '_').replace('+', '_')}.log", extra_env)
             if name == "service":
                 cold_starts.append(server.cold_start)
             try:
-                for route in ROUTES:
+                for route in args.routes:
                     wrk(server.url + route, scripts[route], 8, 1)  # warm the connection pools and caches
                     for connections in args.connections:
                         table.setdefault((name, route, connections), []).append(
@@ -170,7 +177,7 @@ def main() -> None:
             f"(runs: {', '.join(f'{c:.2f}' for c in cold_starts)})"
         )
     header = (
-        f"{'server':11} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'server':14} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
         f"{'errors':>6} {'vs bare':>8} {'vs const':>8}"
     )
     print(header + "\n" + "-" * len(header))
@@ -180,7 +187,7 @@ def main() -> None:
         vs_bare = f"{m['rps'] / bare['rps']:.2f}x" if bare else "-"
         vs_const = f"{m['rps'] / const['rps']:.2f}x" if const else "-"
         print(
-            f"{name:11} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
+            f"{name:14} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
             f"{m['p99']:>7.2f} {int(m['non2xx'] + m['socket_errors']):>6} {vs_bare:>8} {vs_const:>8}"
         )
     (OUT / "online.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in medians.items()}, indent=1))
