@@ -25,10 +25,10 @@ bind = f"{os.environ.get('TOXISERVE_BIND_HOST', '0.0.0.0')}:{os.environ.get('POR
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8)))
 
 # Threads let a worker keep connections alive and overlap I/O; CPU work still takes turns on the GIL.
-# More threads than TOXISERVE_MAX_IN_FLIGHT (16): the spare threads exist to refuse excess requests
+# More threads than TOXISERVE_MAX_IN_FLIGHT (32): the spare threads exist to refuse excess requests
 # at once with 503 OVERLOADED, instead of letting them queue unseen inside gunicorn.
 worker_class = "gthread"
-threads = int(os.environ.get("TOXISERVE_THREADS", "32"))
+threads = int(os.environ.get("TOXISERVE_THREADS", "48"))
 
 # Load models once in the master; workers share the pages copy-on-write and start already warm.
 preload_app = True

@@ -35,7 +35,7 @@ class DefaultConfig:
     IDEMPOTENCY_TTL = 86_400  # seconds a request id's answer is replayed
     IDEMPOTENCY_PENDING_TTL = 30  # a claim whose request died (worker killed) frees up after this
     IDEMPOTENCY_WAIT = 5.0  # seconds a duplicate waits for the first request's answer
-    MAX_IN_FLIGHT = 16  # per worker; past it 503 OVERLOADED at once (keep below TOXISERVE_THREADS)
+    MAX_IN_FLIGHT = 32  # per worker; past it 503 OVERLOADED at once (keep below TOXISERVE_THREADS)
     METRICS_TOKEN = None  # if set, /metrics needs "Authorization: Bearer <token>"; else open like probes
     DRIFT_PSI_THRESHOLD = 0.2  # a feature's PSI above this reports drifted
     DRIFT_SAMPLE_RATE = 1.0  # share of scored texts added to the live drift profile
