@@ -1,6 +1,7 @@
 """Opt-in micro-batching: concurrent single-text requests share model calls, answers unchanged."""
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -48,18 +49,22 @@ def test_batch_failure_reaches_every_waiter():
 
 
 def test_full_queue_is_overloaded_at_once():
-    gate = threading.Event()
-    batcher = MicroBatcher(
-        lambda v, n, r: gate.wait(5) and [0.5] * len(r), max_batch_size=1, max_wait_ms=0, max_queue=1
-    )
+    entered, gate = threading.Event(), threading.Event()
+
+    def blocking(version, normalised, raw):
+        entered.set()
+        gate.wait(5)
+        return [0.5] * len(raw)
+
+    batcher = MicroBatcher(blocking, max_batch_size=1, max_wait_ms=0, max_queue=1)
     first = threading.Thread(target=lambda: batcher.score("v1", "a", "a"))
     first.start()
-    while batcher._queue.qsize():  # the batching thread took the first text and is blocked scoring it
-        pass
+    assert entered.wait(5)  # the batching thread took the first text and is busy scoring it
     second = threading.Thread(target=lambda: batcher.score("v1", "b", "b"))
     second.start()
-    while not batcher._queue.qsize():
-        pass
+    deadline = time.time() + 5
+    while not batcher._queue.qsize() and time.time() < deadline:  # the second text fills the queue
+        time.sleep(0.001)
     with pytest.raises(OverloadedError):
         batcher.score("v1", "c", "c")
     gate.set()
