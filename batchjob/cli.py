@@ -176,21 +176,45 @@ def train(
     click.echo(json.dumps(summary, indent=2))
 
 
+def input_options(command):
+    """The input and model options `score` and `drift` share (so they can never drift apart)."""
+    options = [
+        click.argument("input_path", metavar="INPUT"),
+        click.option(
+            "--model", default="toxicity", show_default=True, envvar="TOXISERVE_MODEL_NAME", help="Model name."
+        ),
+        click.option("--version", "version", default="v1", show_default=True, help="Model version."),
+        click.option("--text-column", default="text", show_default=True, help="Column holding the text."),
+        click.option(
+            "--format",
+            "input_format",
+            type=click.Choice(IO_FORMATS),
+            help="Input format (default: from the extension).",
+        ),
+        click.option(
+            "--chunk-size",
+            type=click.IntRange(min=1),
+            default=20_000,
+            show_default=True,
+            help="Rows per chunk: peak memory follows this, not the file size.",
+        ),
+        click.option(
+            "--max-text-chars",
+            type=click.IntRange(min=1),
+            default=MAX_TEXT_CHARS,
+            show_default=True,
+            help="Longer texts are rejected, as the service refuses them.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.argument("input_path", metavar="INPUT")
+@input_options
 @click.option("--output", "output", required=True, help="Output .csv or .parquet (a directory with --engine dask).")
-@click.option("--model", default="toxicity", show_default=True, envvar="TOXISERVE_MODEL_NAME", help="Model name.")
-@click.option("--version", "version", default="v1", show_default=True, help="Model version.")
-@click.option("--text-column", default="text", show_default=True, help="Column holding the text to score.")
-@click.option("--format", "input_format", type=click.Choice(IO_FORMATS), help="Input format (default: extension).")
 @click.option("--output-format", type=click.Choice(IO_FORMATS), help="Output format (default: extension).")
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(min=1),
-    default=20_000,
-    show_default=True,
-    help="Rows per chunk: peak memory follows this, not the file size.",
-)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -205,13 +229,6 @@ def train(
     default=1.0,
     show_default=True,
     help="Exit 3 when rows_rejected / rows_in is above this.",
-)
-@click.option(
-    "--max-text-chars",
-    type=click.IntRange(min=1),
-    default=MAX_TEXT_CHARS,
-    show_default=True,
-    help="Longer texts are rejected (the service's limit).",
 )
 @click.option("--summary", "summary_path", help="Also write the JSON summary to this path.")
 @click.option("--keep-text", is_flag=True, help="Keep the text column in the output.")
@@ -295,25 +312,13 @@ def score(
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT")
-@click.option("--model", default="toxicity", show_default=True, envvar="TOXISERVE_MODEL_NAME", help="Model name.")
-@click.option("--version", "version", default="v1", show_default=True, help="Model version.")
-@click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
-@click.option("--format", "input_format", type=click.Choice(IO_FORMATS), help="Input format (default: extension).")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=20_000, show_default=True, help="Rows per chunk.")
+@input_options
 @click.option(
     "--threshold",
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_PSI_THRESHOLD,
     show_default=True,
     help="PSI above which a feature counts as drifted.",
-)
-@click.option(
-    "--max-text-chars",
-    type=click.IntRange(min=1),
-    default=MAX_TEXT_CHARS,
-    show_default=True,
-    help="Longer texts are left out, as the service refuses them.",
 )
 @click.option("--fail-on-drift", is_flag=True, help="Exit 4 when any feature drifted.")
 @click.pass_obj

@@ -8,25 +8,14 @@ from shared_features import load_artifact
 from .conftest import run_batchjob
 
 
+def train(runner, model_dir, data, version, *extra, name="t"):
+    """`batchjob --model-dir DIR train --data DATA --name NAME --version VERSION ...` in-process."""
+    args = ["--model-dir", str(model_dir), "train", "--data", str(data), "--name", name, "--version", version]
+    return runner.invoke(cli, [*args, *extra])
+
+
 def test_train_writes_a_loadable_artifact(runner, tiny_csv, tmp_path):
-    result = runner.invoke(
-        cli,
-        [
-            "--model-dir",
-            str(tmp_path),
-            "train",
-            "--data",
-            str(tiny_csv),
-            "--name",
-            "t",
-            "--version",
-            "v9",
-            "--preset",
-            "char-ngrams",
-            "--threshold",
-            "auto",
-        ],
-    )
+    result = train(runner, tmp_path, tiny_csv, "v9", "--preset", "char-ngrams", "--threshold", "auto")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     model = load_artifact(tmp_path / "t" / "v9")
@@ -35,22 +24,7 @@ def test_train_writes_a_loadable_artifact(runner, tiny_csv, tmp_path):
 
 
 def test_train_params_override_is_recorded(runner, tiny_csv, tmp_path):
-    result = runner.invoke(
-        cli,
-        [
-            "--model-dir",
-            str(tmp_path),
-            "train",
-            "--data",
-            str(tiny_csv),
-            "--name",
-            "t",
-            "--version",
-            "v1",
-            "--params",
-            '{"classifier": {"C": 0.5}}',
-        ],
-    )
+    result = train(runner, tmp_path, tiny_csv, "v1", "--params", '{"classifier": {"C": 0.5}}')
     assert result.exit_code == 0, result.output
     assert load_artifact(tmp_path / "t" / "v1").manifest["params"]["classifier"]["C"] == 0.5
 
@@ -65,28 +39,13 @@ def test_train_params_override_is_recorded(runner, tiny_csv, tmp_path):
     ],
 )
 def test_train_usage_errors_exit_2(runner, tiny_csv, tmp_path, extra, message):
-    result = runner.invoke(
-        cli, ["--model-dir", str(tmp_path), "train", "--data", str(tiny_csv), "--name", "t", "--version", "v1", *extra]
-    )
+    result = train(runner, tmp_path, tiny_csv, "v1", *extra)
     assert result.exit_code == 2
     assert message in result.output
 
 
 def test_existing_version_is_not_overwritten(runner, tiny_csv, tiny_model_root):
-    result = runner.invoke(
-        cli,
-        [
-            "--model-dir",
-            str(tiny_model_root),
-            "train",
-            "--data",
-            str(tiny_csv),
-            "--name",
-            "toxicity",
-            "--version",
-            "v1",
-        ],
-    )
+    result = train(runner, tiny_model_root, tiny_csv, "v1", name="toxicity")
     assert result.exit_code == 2 and "immutable" in result.output
 
 
