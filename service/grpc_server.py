@@ -26,8 +26,9 @@ from grpc_reflection.v1alpha import reflection
 from shared_features.errors import ToxiserveError, UnprocessableError
 
 from . import build_service, load_config
-from .errors import InternalError, OverloadedError
+from .errors import InternalError, NotReadyError, OverloadedError
 from .grpc_gen import toxicity_pb2, toxicity_pb2_grpc
+from .readiness import READY
 from .request_context import REQUEST_ID_RULE, is_valid_request_id
 from .state import ServiceState
 
@@ -139,9 +140,7 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
             metadata = dict(context.invocation_metadata())
             key_id = "anonymous" if service.auth_disabled else service.api_keys.authenticate(metadata.get("x-api-key"))
             service.rate_limiter.check(key_id)
-            if service.readiness.state != "ready" or service.inference is None:
-                from .errors import NotReadyError
-
+            if service.readiness.state != READY or service.inference is None:
                 raise NotReadyError("models are still loading" if service.inference is None else "draining")
             return handle(key_id, request_id, bool(request.request_id))
         except ToxiserveError as error:
