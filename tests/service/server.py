@@ -75,7 +75,7 @@ class Server:
                     return self
             except requests.ConnectionError:
                 pass
-            time.sleep(0.02)
+            time.sleep(0.005)
         self.stop()
         raise TimeoutError(f"not ready in {self.ready_timeout}s:\n{self.output()}")
 
