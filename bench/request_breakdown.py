@@ -22,6 +22,7 @@ import pandas as pd
 from limits.strategies import FixedWindowRateLimiter
 
 from service import create_app
+from service import metrics as service_metrics
 from service.schemas import PredictRequestSchema
 from shared_features.drift import bin_counts, feature_values
 from shared_features.text import normalize_text
@@ -113,8 +114,6 @@ def main() -> None:
     )
     print(f"{'whole request (Flask test client)':34} {'':>8} {whole:>8.1f}")
 
-
-from service import metrics as service_metrics  # noqa: E402 - after create_app's imports, for readers
 
 if __name__ == "__main__":
     main()

@@ -111,12 +111,9 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
     # --- shared by both RPCs: the same guards, in the same order, as the HTTP service ---
 
     def _version(self, requested: str, request_id: str) -> str:
-        inference = self.service.inference
         if requested in ("", "router"):
-            version = inference.choose_arm(request_id)
-            self.service.on_canary_decision("canary" if version == inference.canary else "stable", version)
-            return version
-        inference.model(requested)  # NOT_FOUND for an unknown version
+            return self.service.route(request_id)[0]
+        self.service.inference.model(requested)  # NOT_FOUND for an unknown version
         return requested
 
     def _once(self, key_id, request_id, client_id, operation, payload, compute, context) -> dict:

@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import glob
 import os
-from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -130,14 +129,6 @@ def read_counter(name: str) -> dict[tuple, float]:
                 if sample.name == f"{name}_total":
                     totals[tuple(sorted(sample.labels.items()))] = sample.value
     return totals
-
-
-def prepare_multiprocess_dir(directory: str) -> None:
-    """Master, before any worker: an empty directory (stale files would resurrect old counts)."""
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        stale.unlink()
 
 
 _ARCHIVE_MERGE = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 
 from shared_features import ModelRegistry
 
@@ -29,8 +28,6 @@ class ServiceState:
         self.auth_disabled = settings.auth_disabled
         self.readiness = Readiness()
         self.inference: InferenceService | None = None
-        self.canary_decisions: Counter[str] = Counter()
-        self.store_errors: Counter[str] = Counter()
         self.in_flight = InFlightLimiter(settings.max_in_flight)
         try:
             self.store = open_store(settings.store_url, settings.store_namespace, settings.store_timeout)
@@ -102,12 +99,18 @@ class ServiceState:
             for m in self.inference.describe()
         }
 
-    def on_canary_decision(self, arm: str, version: str) -> None:
-        self.canary_decisions[arm] += 1
+    def route(self, request_id: str) -> tuple[str, str]:
+        """The canary router's decision, counted: (model version, arm) for this request id.
+
+        One place for every transport (POST /predict, OIP infer, gRPC), so the split they report
+        in `canary_routed_total` is the split they make.
+        """
+        version = self.inference.choose_arm(request_id)
+        arm = "canary" if version == self.inference.canary else "stable"
         metrics.CANARY_ROUTED.labels(arm).inc()
+        return version, arm
 
     def on_store_error(self, operation: str) -> None:
-        self.store_errors[operation] += 1
         metrics.STORE_ERRORS.labels(operation).inc()
 
     def metric_collectors(self) -> list:

@@ -7,7 +7,7 @@ is the request id: it gets the same idempotency as everywhere else.
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 
 from shared_features.errors import ToxiserveError
@@ -49,8 +49,6 @@ _infer_schema = InferRequestSchema()
 
 @bp.before_request
 def guard():
-    from flask import request
-
     if request.endpoint in PROTECTED:
         authenticate_and_limit()
 
@@ -167,9 +165,7 @@ def _infer(model_name: str, version: str | None):
     service = state()
 
     def compute() -> dict:
-        chosen = version or service.inference.choose_arm(request_id)
-        if version is None:
-            service.on_canary_decision("canary" if chosen == service.inference.canary else "stable", chosen)
+        chosen = version or service.route(request_id)[0]
         predictions = service.inference.predict_batch(texts, chosen)
         tensors = {
             "score": {

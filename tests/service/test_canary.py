@@ -59,9 +59,17 @@ def test_percent_from_environment(monkeypatch):
 
 
 def test_decisions_are_counted_per_arm():
+    from .test_metrics import scrape, value
+
     app = make_app()
     client = app.test_client()
-    for i in range(300):
-        post(client, "/predict", {"text": "count me", "request_id": f"c-{i}"})
-    counts = app.extensions["toxiserve"].canary_decisions
-    assert counts["stable"] + counts["canary"] == 300 and counts["canary"] > 0
+    before = scrape(client)
+    versions = [
+        post(client, "/predict", {"text": "count me", "request_id": f"c-{i}"}).json["model_version"] for i in range(300)
+    ]
+    after = scrape(client)
+    counted = {
+        arm: value(after, "canary_routed_total", arm=arm) - value(before, "canary_routed_total", arm=arm)
+        for arm in ("stable", "canary")
+    }
+    assert counted == {"stable": versions.count("v1"), "canary": versions.count("v2")} and counted["canary"] > 0

@@ -130,13 +130,18 @@ def test_concurrent_duplicates_run_inference_once(store_url, namespace, monkeypa
 
 
 def test_store_down_fail_open_serves_and_counts(namespace, caplog):
+    from .test_metrics import scrape, value
+
     app = make_app(STORE_URL=CLOSED_PORT_REDIS, STORE_NAMESPACE=namespace, RATE_LIMIT="1/minute")
     client = app.test_client()
+    before = scrape(client)
     for index in range(3):
         response = post(client, "/v1/predict", {"text": "still served", "request_id": f"open-{index}"})
         assert response.status_code == 200
-    errors = app.extensions["toxiserve"].store_errors
-    assert errors["rate_limit"] == 3 and errors["idempotency"] == 3
+    after = scrape(client)
+    for operation in ("rate_limit", "idempotency"):
+        counted = value(after, "store_errors_total", operation=operation)
+        assert counted - value(before, "store_errors_total", operation=operation) == 3
     assert "store unreachable" in caplog.text
 
 
