@@ -29,11 +29,13 @@ bind = f"{os.environ.get('TOXISERVE_BIND_HOST', '0.0.0.0')}:{os.environ.get('POR
 # Scoring is CPU-bound: about two workers per core; capped so a big host doesn't fork dozens of model copies.
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8)))
 
-# Threads let a worker keep connections alive and overlap I/O; CPU work still takes turns on the GIL.
-# More threads than TOXISERVE_MAX_IN_FLIGHT (32): the spare threads exist to refuse excess requests
-# at once with 503 OVERLOADED, instead of letting them queue unseen inside gunicorn.
-worker_class = "gthread"
-threads = int(os.environ.get("TOXISERVE_THREADS", "48"))
+# Threads let a worker keep connections alive and overlap I/O (store round trips, slow clients);
+# scoring still takes turns on the GIL, so past a few threads they only add contention: 4 threads
+# serve ~1.7x the requests/s of 48 at 32 connections (bench/online_bench.py). Excess requests wait
+# in the worker's queue; QueueTimedThreadWorker measures that wait, and the app answers 503
+# OVERLOADED at once to a request that waited longer than TOXISERVE_MAX_QUEUE_WAIT_MS.
+worker_class = "service.wsgi_server.QueueTimedThreadWorker"
+threads = int(os.environ.get("TOXISERVE_THREADS", "4"))
 
 # Load models once in the master; workers share the pages copy-on-write and start already warm.
 preload_app = True
@@ -53,6 +55,7 @@ max_requests_jitter = max_requests // 10
 
 # The app writes one JSON line per request itself (with request id, model, key id); no second access log.
 accesslog = None
+logger_class = "service.wsgi_server.AppLogsRequestsLogger"
 errorlog = "-"
 loglevel = os.environ.get("TOXISERVE_LOG_LEVEL", "info").lower()
 # gunicorn's own messages as JSON lines on stdout too, so one parser reads everything.

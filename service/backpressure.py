@@ -1,10 +1,39 @@
-"""A bound on requests in flight in this worker: past it, answer 503 OVERLOADED at once, never queue."""
+"""Load shedding in a worker: answer 503 OVERLOADED at once rather than let requests queue unseen.
+
+Two signals, either one refuses a request:
+- a bound on requests in flight in this worker (`InFlightLimiter`), which trips only when gunicorn
+  has more threads than the bound;
+- how long the request waited in the worker's queue for a thread (`queue_wait`, measured by the
+  gunicorn worker class in `wsgi_server`). With few threads (the default: more threads than cores
+  only add GIL contention), excess requests queue inside gunicorn; a request that already waited
+  longer than the bound is refused at once, so a burst costs its clients a fast retry instead of
+  a timeout, and the queue drains.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 
 from . import metrics
+
+_queue_timing = threading.local()
+
+
+def stamp_enqueued(conn) -> None:
+    """The worker's main thread, as it hands a connection with a request to the thread pool."""
+    conn.toxiserve_enqueued_at = time.monotonic()
+
+
+def start_handling(conn) -> None:
+    """A pool thread, as it picks the connection up: how long did it wait for a thread?"""
+    enqueued_at = getattr(conn, "toxiserve_enqueued_at", None)
+    _queue_timing.wait = None if enqueued_at is None else time.monotonic() - enqueued_at
+
+
+def queue_wait() -> float | None:
+    """Seconds the current request waited for a thread; None outside the toxiserve gunicorn worker."""
+    return getattr(_queue_timing, "wait", None)
 
 
 class InFlightLimiter:

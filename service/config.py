@@ -35,7 +35,8 @@ class DefaultConfig:
     IDEMPOTENCY_TTL = 86_400  # seconds a request id's answer is replayed
     IDEMPOTENCY_PENDING_TTL = 30  # a claim whose request died (worker killed) frees up after this
     IDEMPOTENCY_WAIT = 5.0  # seconds a duplicate waits for the first request's answer
-    MAX_IN_FLIGHT = 32  # per worker; past it 503 OVERLOADED at once (keep below TOXISERVE_THREADS)
+    MAX_IN_FLIGHT = 32  # per worker; past it 503 OVERLOADED at once (trips only with TOXISERVE_THREADS above it)
+    MAX_QUEUE_WAIT_MS = 500  # a request that waited longer for a worker thread gets 503 OVERLOADED; 0: never
     METRICS_TOKEN = None  # if set, /metrics needs "Authorization: Bearer <token>"; else open like probes
     DRIFT_PSI_THRESHOLD = 0.2  # a feature's PSI above this reports drifted
     DRIFT_SAMPLE_RATE = 1.0  # share of scored texts added to the live drift profile
@@ -73,6 +74,7 @@ class ServiceSettings:
     idempotency_pending_ttl: float
     idempotency_wait: float
     max_in_flight: int
+    max_queue_wait: float | None
     drift_psi_threshold: float
     drift_sample_rate: float
     compiled_max_batch: int | None
@@ -136,6 +138,7 @@ def settings_from(config: dict) -> ServiceSettings:
         idempotency_pending_ttl=_number(config, "IDEMPOTENCY_PENDING_TTL", float, 0.1, 3600),
         idempotency_wait=_number(config, "IDEMPOTENCY_WAIT", float, 0, 600),
         max_in_flight=_number(config, "MAX_IN_FLIGHT", int, 1, 10_000),
+        max_queue_wait=_number(config, "MAX_QUEUE_WAIT_MS", float, 0, 600_000) / 1000 or None,
         drift_psi_threshold=_number(config, "DRIFT_PSI_THRESHOLD", float, 0.0001, 100),
         drift_sample_rate=_number(config, "DRIFT_SAMPLE_RATE", float, 0, 1),
         compiled_max_batch=None

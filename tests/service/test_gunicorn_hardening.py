@@ -120,3 +120,33 @@ def test_client_against_the_real_service(server):
     assert client.predict("have a nice day", request_id="client-real-1") == routed
     batch = client.batch_predict(["one", "two"], version="v2")
     assert [r["label"] for r in batch["results"]] and batch["model_version"] == "v2"
+
+
+def test_requests_that_queued_too_long_get_fast_503s():
+    """One thread per worker and no in-flight bound to speak of: excess requests queue inside
+    gunicorn, and those that waited past TOXISERVE_MAX_QUEUE_WAIT_MS are refused when picked up."""
+    env = {
+        "TOXISERVE_API_KEYS": f"tests:{KEYS['tests']}",
+        "TOXISERVE_THREADS": "1",
+        "TOXISERVE_MAX_QUEUE_WAIT_MS": "100",
+        "TOXISERVE_STORE_NAMESPACE": f"gtest-{uuid.uuid4().hex[:10]}",
+    }
+    heavy = {"texts": ["a fairly long sentence that takes the vectoriser some time to chew through " * 6] * 1000}
+    with Server(env, workers=1) as server:
+
+        def send(_):
+            started = time.perf_counter()
+            response = fresh_post(server, "/v1/batch_predict", heavy, timeout=60)
+            return response, time.perf_counter() - started
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            outcomes = list(pool.map(send, range(16)))
+        statuses = [r.status_code for r, _ in outcomes]
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.count(200) >= 1 and statuses.count(503) >= 4, statuses
+        refused = [r for r, _ in outcomes if r.status_code == 503]
+        assert all(r.json()["error_code"] == "OVERLOADED" and r.headers["Retry-After"] == "1" for r in refused)
+        assert all("queued" in r.json()["message"] for r in refused)
+        # served alone afterwards, nothing has queued: no refusal
+        assert fresh_post(server, "/v1/predict", {"text": "after the burst"}).status_code == 200
+        assert "Traceback" not in server.output()
