@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,24 @@ class StoreFailurePolicy:
             raise StoreUnavailableError("shared state store unavailable; retry later") from None
 
 
+# High limits are counted in leases: a worker takes this many hits from the store in one round trip
+# and hands them out locally, so a key is never admitted past its limit, while at most
+# (workers x lease) of its hits can sit unused in other workers when it reaches it.
+LEASE_SHARE = 1000  # a lease is at most 1/1000 of the limit: limits under 2,000 per window stay exact
+MAX_LEASE = 100
+
+
+def lease_size(item: limits.RateLimitItem) -> int:
+    return max(1, min(MAX_LEASE, item.amount // LEASE_SHARE))
+
+
+@dataclass
+class _Lease:
+    reset_at: float  # the store window's end; the lease dies with it
+    tokens: int  # hits left to hand out in this process
+    store_remaining: int  # the limit minus the store's count when the lease was taken
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -77,14 +96,34 @@ class RateLimiter:
         self.default = default
         self.per_key = per_key
         self.policy = policy
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
+
+    def _from_lease(self, item: limits.RateLimitItem, key: str) -> RateDecision | None:
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is None or lease.tokens <= 0 or lease.reset_at <= time.time():
+                return None
+            lease.tokens -= 1
+            return RateDecision(item.amount, lease.store_remaining + lease.tokens, lease.reset_at)
 
     def _hit(self, item: limits.RateLimitItem, key_id: str) -> tuple[RateDecision, bool]:
         storage = self.strategy.storage
         if hasattr(storage, "incr_with_expiry"):
             # FixedWindowRateLimiter.hit is `incr(key, expiry) <= amount`, and get_window_stats reads
-            # back the count and expiry: the embedded store returns both from its one statement.
-            count, reset_at = storage.incr_with_expiry(item.key_for(self.namespace, key_id), item.get_expiry())
-            return RateDecision(item.amount, max(0, item.amount - count), reset_at), count <= item.amount
+            # back the count and expiry: our stores return both from one round trip, for a whole lease.
+            key = item.key_for(self.namespace, key_id)
+            decision = self._from_lease(item, key)
+            if decision is not None:
+                return decision, True
+            size = lease_size(item)
+            count, reset_at = storage.incr_with_expiry(key, item.get_expiry(), size)
+            granted = max(0, min(size, item.amount - (count - size)))
+            store_remaining = max(0, item.amount - count)
+            if granted > 1:
+                with self._lock:
+                    self._leases[key] = _Lease(reset_at, granted - 1, store_remaining)
+            return RateDecision(item.amount, store_remaining + max(0, granted - 1), reset_at), granted > 0
         allowed = self.strategy.hit(item, self.namespace, key_id)
         stats = self.strategy.get_window_stats(item, self.namespace, key_id)
         return RateDecision(item.amount, stats.remaining, stats.reset_time), allowed

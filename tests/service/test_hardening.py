@@ -30,6 +30,39 @@ def test_rate_limit_per_key_with_headers(store_url, namespace):
     assert int(denied.headers["X-RateLimit-Reset"]) >= time.time()
 
 
+def test_high_limits_are_leased_and_never_exceeded(store_url, namespace):
+    """2,500/hour is taken from the store 2 hits at a time (1/1000 of the limit): two workers (apps)
+    on one store still admit exactly the limit. Remaining is as of this worker's last store round trip:
+    it can overstate what is left by at most what the other worker leased since (one lease)."""
+    clients = [guarded_app(store_url, namespace, RATE_LIMIT="2500/hour").test_client() for _ in range(2)]
+    statuses, overstated = [], []
+    for i in range(2520):
+        response = post(clients[i % 2], "/v1/predict", {"text": "lease"})
+        statuses.append(response.status_code)
+        if int(response.headers["X-RateLimit-Remaining"]) > 2500 - statuses.count(200) + 2:
+            overstated.append(i)
+    assert statuses == [200] * 2500 + [429] * 20
+    assert overstated == []
+
+
+def test_a_lease_saves_store_round_trips(store_url, namespace):
+    app = guarded_app(store_url, namespace, RATE_LIMIT="1000000/hour")
+    limiter = app.extensions["toxiserve"].rate_limiter
+    storage = limiter.strategy.storage
+    calls = []
+    real = storage.incr_with_expiry
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    storage.incr_with_expiry = counting
+    decisions = [limiter.check("tests") for _ in range(1000)]
+    assert len(calls) == 10  # leases of 100
+    assert [d.remaining for d in decisions] == sorted((d.remaining for d in decisions), reverse=True)
+    assert decisions[-1].remaining == 1_000_000 - 1000
+
+
 def test_probes_and_docs_are_exempt(store_url, namespace):
     client = guarded_app(store_url, namespace, RATE_LIMIT="1/minute").test_client()
     post(client, "/v1/predict", {"text": "use the only slot"})
