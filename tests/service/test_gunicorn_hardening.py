@@ -158,3 +158,30 @@ def test_requests_that_queued_too_long_get_fast_503s():
         # served alone afterwards, nothing has queued: no refusal
         assert fresh_post(server, "/v1/predict", {"text": "after the burst"}).status_code == 200
         assert "Traceback" not in server.output()
+
+
+def test_a_busy_worker_leaves_new_connections_to_an_idle_one():
+    """One thread per worker: while one worker scores a heavy batch, new connections go to the
+    other (gunicorn's own gthread worker would take about half and queue them behind the batch)."""
+    env = {
+        "TOXISERVE_API_KEYS": f"tests:{KEYS['tests']}",
+        "TOXISERVE_THREADS": "1",
+        "TOXISERVE_STORE_NAMESPACE": f"gtest-{uuid.uuid4().hex[:10]}",
+    }
+    heavy = {"texts": ["a fairly long sentence that takes the vectoriser some time to chew through " * 6] * 1000}
+    run = uuid.uuid4().hex[:8]
+    with Server(env, workers=2) as server:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            busy = pool.submit(fresh_post, server, "/v2/batch_predict", heavy, **{"X-Request-ID": f"heavy-{run}"})
+            time.sleep(0.02)  # the batch (char n-grams: slow) is being scored
+            quick_ids = []
+            while not busy.done() and len(quick_ids) < 20:
+                quick_ids.append(f"quick-{run}-{len(quick_ids)}")
+                fresh_post(server, "/v1/predict", {"text": "quick"}, **{"X-Request-ID": quick_ids[-1]})
+            assert busy.result().status_code == 200
+        assert len(quick_ids) >= 5, "under 5 quick answers while the batch ran: one queued behind it?"
+        time.sleep(0.2)
+        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+        pid_of = {line["request_id"]: line["pid"] for line in lines if line.get("message") == "request"}
+        beside_the_batch = [rid for rid in quick_ids if pid_of[rid] == pid_of[f"heavy-{run}"]]
+        assert len(beside_the_batch) <= len(quick_ids) // 5, (beside_the_batch, len(quick_ids))
