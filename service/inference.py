@@ -118,8 +118,8 @@ class InferenceService:
         except Exception as exc:  # a model bug must not become a 500 with a traceback
             log.exception("inference failed for model %s (%s)", model.version, type(exc).__name__)
             raise InferenceFailedError(f"model {model.version} failed to score the input") from None
-        metrics.INFERENCE_DURATION.labels(model.version).observe(time.perf_counter() - started)
-        metrics.INFERENCE_BATCH_SIZE.labels(model.version).observe(len(raw))
+        metrics.child(metrics.INFERENCE_DURATION, model.version).observe(time.perf_counter() - started)
+        metrics.child(metrics.INFERENCE_BATCH_SIZE, model.version).observe(len(raw))
         if self.drift_sample_rate >= 1.0 or random.random() < self.drift_sample_rate:
             self.drift.observe(model, raw, normalised, scores, oov)
         return scores.tolist()

@@ -54,20 +54,18 @@ def start_timer() -> None:
 
 def log_request(response):
     """after_request: the one line per request, and its HTTP metrics."""
-    started = g.get("started")
+    request_globals, current = g._get_current_object(), request._get_current_object()  # one lookup each
+    started = request_globals.get("started")
     elapsed = time.perf_counter() - started if started else 0.0
-    route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
-    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-    metrics.HTTP_DURATION.labels(route, request.method).observe(elapsed)
-    fields = {
-        "route": route,
-        "method": request.method,
-        "status": response.status_code,
-        "latency_ms": round(elapsed * 1000, 3),
-    }
+    route = current.url_rule.rule if current.url_rule else "unmatched"  # bounded label values
+    status = response.status_code
+    metrics.child(metrics.HTTP_REQUESTS, route, current.method, str(status)).inc()
+    metrics.child(metrics.HTTP_DURATION, route, current.method).observe(elapsed)
+    fields = {"route": route, "method": current.method, "status": status, "latency_ms": round(elapsed * 1000, 3)}
     for name in REQUEST_FIELDS:
-        value = g.get(name)
+        value = request_globals.get(name)
         if value is not None:
             fields[name] = value
+    fields["request_id"] = request_globals.get("request_id")  # spares the filter its context lookup
     request_log.info("request", extra=fields)
     return response

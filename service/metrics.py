@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import glob
 import os
 
@@ -80,6 +81,13 @@ DRIFT_OBSERVATIONS = Counter(
 )
 
 bp = Blueprint("metrics", __name__)
+
+
+@functools.cache
+def child(metric, *label_values: str):
+    """`metric.labels(*label_values)`, remembered: labels() takes a lock and builds its key on every
+    call, and the hot path's label values (routes, statuses, versions, arms) are few and bounded."""
+    return metric.labels(*label_values)
 
 
 def multiprocess_dir() -> str | None:

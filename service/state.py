@@ -107,7 +107,7 @@ class ServiceState:
         """
         version = self.inference.choose_arm(request_id)
         arm = "canary" if version == self.inference.canary else "stable"
-        metrics.CANARY_ROUTED.labels(arm).inc()
+        metrics.child(metrics.CANARY_ROUTED, arm).inc()
         return version, arm
 
     def on_store_error(self, operation: str) -> None:
