@@ -80,4 +80,6 @@ def test_subprocess_train_reproduces_shipped_v1(shared_data, shipped_registry, t
     assert retrained.manifest["metrics"] == shipped.manifest["metrics"]
     assert retrained.manifest["params"] == shipped.manifest["params"]
     texts = ["you are a moron", "have a nice day", "@user http://x.co lol"]
-    assert retrained.score(texts).tolist() == shipped.score(texts).tolist()
+    # Equal to the last few bits only: the solver's float sums can round differently on another CPU
+    # (seen: 2.5e-14 between two x86-64 machines), which no metric or label notices.
+    assert retrained.score(texts) == pytest.approx(shipped.score(texts), rel=0, abs=1e-9)
