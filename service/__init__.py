@@ -44,6 +44,18 @@ def build_service(config: Config) -> ServiceState:
     return ServiceState(settings, api_keys)
 
 
+def begin_request() -> None:
+    """Every request, in this order: its clock, its id (so even a refusal carries one), its slot."""
+    logs.start_timer()
+    request_context.assign_request_id()
+    enter_in_flight()
+
+
+def finish_response(response):
+    """Every answer: its log line and metrics, the guard headers, the request id."""
+    return request_context.echo_request_id(add_guard_headers(logs.log_request(response)))
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Defaults, then TOXISERVE_* environment variables, then `config`; loads and warms the models."""
     app = Flask(__name__)
@@ -52,13 +64,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = service.settings
     app.extensions["toxiserve"] = service
 
-    app.before_request(logs.start_timer)
-    app.before_request(request_context.assign_request_id)
-    app.before_request(enter_in_flight)
+    app.before_request(begin_request)
     app.teardown_request(leave_in_flight)
-    app.after_request(request_context.echo_request_id)
-    app.after_request(add_guard_headers)
-    app.after_request(logs.log_request)
+    app.after_request(finish_response)
     errors.register_error_handlers(app)
 
     v1 = version_blueprint("v1", settings.stable_version)
