@@ -30,7 +30,7 @@ from .common import BIN, DATASET, OUT, REPO, machine
 
 API_KEY = "bench-key-0123456789"
 ROUTES = ("/v1/predict", "/predict", "/v1/batch_predict")
-# name -> (gunicorn app, extra environment). The last three isolate micro-batching's effect.
+# name -> (gunicorn app, extra environment). The others after the first three isolate micro-batching's effect.
 SERVERS = {
     "service": ("service:create_app()", {}),
     "bare model": ("bench.baselines:bare_model_app()", {}),
@@ -38,6 +38,12 @@ SERVERS = {
     "svc+mb": ("service:create_app()", {"TOXISERVE_MICROBATCH": "true"}),
     "svc sklearn": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0"}),
     "svc sklearn+mb": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_MICROBATCH": "true"}),
+    # many threads per worker: many concurrent requests for a micro-batch to gather
+    "svc sklearn t48": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_THREADS": "48"}),
+    "svc sklearn+mb t48": (
+        "service:create_app()",
+        {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_MICROBATCH": "true", "TOXISERVE_THREADS": "48"},
+    ),
 }
 DEFAULT_SERVERS = ["service", "bare model", "constant"]
 
@@ -177,7 +183,7 @@ def main() -> None:
             f"(runs: {', '.join(f'{c:.2f}' for c in cold_starts)})"
         )
     header = (
-        f"{'server':14} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'server':18} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
         f"{'errors':>6} {'vs bare':>8} {'vs const':>8}"
     )
     print(header + "\n" + "-" * len(header))
@@ -187,7 +193,7 @@ def main() -> None:
         vs_bare = f"{m['rps'] / bare['rps']:.2f}x" if bare else "-"
         vs_const = f"{m['rps'] / const['rps']:.2f}x" if const else "-"
         print(
-            f"{name:14} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
+            f"{name:18} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
             f"{m['p99']:>7.2f} {int(m['non2xx'] + m['socket_errors']):>6} {vs_bare:>8} {vs_const:>8}"
         )
     (OUT / "online.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in medians.items()}, indent=1))
