@@ -16,8 +16,17 @@ import threading
 import time
 
 from . import metrics
+from .errors import OverloadedError
 
 _queue_timing = threading.local()
+
+
+def overloaded(message: str) -> OverloadedError:
+    """The refusal every load-shedding path raises: counted, 503 OVERLOADED, retry in a second."""
+    metrics.OVERLOADED.inc()
+    error = OverloadedError(message)
+    error.headers = {"Retry-After": "1"}
+    return error
 
 
 def stamp_enqueued(conn) -> None:

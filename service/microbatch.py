@@ -16,7 +16,7 @@ import time
 from concurrent.futures import Future
 
 from . import metrics
-from .errors import OverloadedError
+from .backpressure import overloaded
 
 QUEUE_WAIT = metrics.Histogram(
     "microbatch_queue_wait_seconds", "Time a text waited for its micro-batch", buckets=metrics.LATENCY_BUCKETS
@@ -46,10 +46,7 @@ class MicroBatcher:
         try:
             self._queue.put_nowait((version, normalised, raw, future, time.perf_counter()))
         except queue.Full:
-            metrics.OVERLOADED.inc()
-            error = OverloadedError("micro-batch queue is full; retry shortly")
-            error.headers = {"Retry-After": "1"}
-            raise error from None
+            raise overloaded("micro-batch queue is full; retry shortly") from None
         return future.result(timeout)
 
     def _run(self) -> None:

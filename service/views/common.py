@@ -9,8 +9,8 @@ from flask import current_app, g, request
 from marshmallow import Schema
 
 from .. import metrics
-from ..backpressure import queue_wait
-from ..errors import InvalidJsonError, NotReadyError, OverloadedError, UnsupportedMediaTypeError
+from ..backpressure import overloaded, queue_wait
+from ..errors import InvalidJsonError, NotReadyError, UnsupportedMediaTypeError
 from ..readiness import STARTING
 from ..state import ServiceState
 
@@ -44,13 +44,6 @@ def load_body(schema: Schema) -> dict:
     return schema.load(data)
 
 
-def _overloaded(message: str) -> OverloadedError:
-    metrics.OVERLOADED.inc()
-    error = OverloadedError(message)
-    error.headers = {"Retry-After": "1"}
-    return error
-
-
 def enter_in_flight() -> None:
     """App-wide before_request: refuse at once with 503 OVERLOADED a request that queued too long
     for a thread, or that finds no in-flight slot; otherwise take a slot."""
@@ -59,9 +52,9 @@ def enter_in_flight() -> None:
     service = state()
     waited, bound = queue_wait(), service.settings.max_queue_wait
     if waited is not None and bound is not None and waited > bound:
-        raise _overloaded(f"request queued {waited * 1000:.0f} ms for this worker; retry shortly")
+        raise overloaded(f"request queued {waited * 1000:.0f} ms for this worker; retry shortly")
     if not service.in_flight.try_enter():
-        raise _overloaded("too many requests in flight; retry shortly")
+        raise overloaded("too many requests in flight; retry shortly")
     g.in_flight = True
 
 
