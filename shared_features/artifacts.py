@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -176,16 +177,17 @@ def load_artifact(directory: str | os.PathLike, on_version_mismatch: str = "erro
     manifest = read_manifest(directory)
     model_path = directory / MODEL_FILE
     try:
-        actual = sha256_file(model_path)
+        data = model_path.read_bytes()  # read once: the bytes verified are the bytes unpickled
     except OSError as exc:
         raise ModelError(f"cannot read {model_path}: {exc}") from None
+    actual = hashlib.sha256(data).hexdigest()
     if actual != manifest.get("sha256"):
         raise ChecksumMismatchError(
             f"checksum mismatch for {model_path}: manifest says {manifest.get('sha256')}, file is {actual}; "
             "refusing to load"
         )
     warnings = _check_environment(manifest, on_version_mismatch, directory)
-    pipeline = joblib.load(model_path)
+    pipeline = joblib.load(io.BytesIO(data))
     model = LoadedModel(
         name=manifest["name"],
         version=manifest["version"],

@@ -96,8 +96,9 @@ def compile_pipeline(pipeline, name: str = "model") -> CompiledScorer | None:
         log.warning("model %s: no compiled scorer (%s); scoring uses predict_proba", name, reason)
         return None
     vectorizer, classifier = pipeline.steps[1][1], pipeline.steps[2][1]
-    idf, coef = vectorizer.idf_, classifier.coef_[0]
-    weights = {term: (float(idf[j]), float(coef[j])) for term, j in vectorizer.vocabulary_.items()}
+    columns = np.fromiter(vectorizer.vocabulary_.values(), dtype=np.intp, count=len(vectorizer.vocabulary_))
+    pairs = zip(vectorizer.idf_[columns].tolist(), classifier.coef_[0][columns].tolist(), strict=True)
+    weights = dict(zip(vectorizer.vocabulary_.keys(), pairs, strict=True))  # n-gram -> (idf, coef), Python floats
     return CompiledScorer(
         analyzer=vectorizer.build_analyzer(),
         weights=weights,
