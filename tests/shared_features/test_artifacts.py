@@ -1,5 +1,6 @@
 import json
 import logging
+import pickle
 import shutil
 
 import joblib
@@ -9,6 +10,7 @@ from shared_features import (
     ChecksumMismatchError,
     FeatureCodeMismatchError,
     LibraryVersionError,
+    ModelError,
     ModelRegistry,
     load_artifact,
 )
@@ -61,11 +63,31 @@ def test_round_trip_scores_equal_plain_joblib(artifact_copy):
     assert (loaded.name, loaded.version, loaded.threshold) == ("toxicity", "v1", 0.5)
 
 
+def test_artifacts_in_joblibs_own_format_still_load(artifact_copy):
+    """Artifacts from before the manifest named a serializer were written by joblib.dump."""
+    texts = ["you are an idiot", "lovely sunny day"]
+    expected = load_artifact(artifact_copy).score(texts)
+    pipeline = joblib.load(artifact_copy / "model.joblib")
+    joblib.dump(pipeline, artifact_copy / "model.joblib", compress=3)
+    manifest = json.loads((artifact_copy / "manifest.json").read_text())
+    del manifest["serializer"]
+    manifest["sha256"] = sha256_file(artifact_copy / "model.joblib")
+    (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_artifact(artifact_copy).score(texts).tolist() == expected.tolist()
+
+
+def test_unknown_serializer_is_refused(artifact_copy):
+    edit_manifest(artifact_copy, serializer="cloudpickle")
+    with pytest.raises(ModelError, match="unknown serializer 'cloudpickle'"):
+        load_artifact(artifact_copy)
+
+
 def test_tampered_model_is_refused_before_unpickling(artifact_copy, monkeypatch):
     with open(artifact_copy / "model.joblib", "ab") as handle:
         handle.write(b"\x00")
     unpickled = []
     monkeypatch.setattr(joblib, "load", lambda *a, **k: unpickled.append(a))
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: unpickled.append(a))
     with pytest.raises(ChecksumMismatchError) as caught:
         load_artifact(artifact_copy)
     assert str(artifact_copy / "model.joblib") in str(caught.value)
