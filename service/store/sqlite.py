@@ -141,10 +141,14 @@ class SQLiteLimitsStorage(Storage):
 
 
 class SQLiteIdempotency:
-    def __init__(self, database: SQLiteDatabase) -> None:
+    def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
         self.db = database
+        self.prefix = f"{namespace}:idem:"  # as in Redis: services sharing one file never see each other's ids
 
     def claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
+        return self._claim(self.prefix + key, fingerprint, pending_ttl)
+
+    def _claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
         now = time.time()
         # Take the key if it is free or its record expired; one statement, so two workers can't both win.
         with self.db.writing() as conn:
@@ -162,10 +166,11 @@ class SQLiteIdempotency:
             self.db.connect().execute("SELECT fingerprint, response FROM idempotency WHERE key = ?", (key,)).fetchone()
         )
         if row is None:  # expired and swept between the two statements: try again
-            return self.claim(key, fingerprint, pending_ttl)
+            return self._claim(key, fingerprint, pending_ttl)
         return Claim(owned=False, fingerprint=row[0], response=row[1])
 
     def complete(self, key: str, fingerprint: str, response: str, ttl: float) -> None:
+        key = self.prefix + key
         with self.db.writing() as conn:
             conn.execute(
                 "UPDATE idempotency SET response = ?, expires_at = ? WHERE key = ? AND fingerprint = ?",
@@ -173,6 +178,7 @@ class SQLiteIdempotency:
             )
 
     def release(self, key: str, fingerprint: str) -> None:
+        key = self.prefix + key
         with self.db.writing() as conn:
             conn.execute(
                 "DELETE FROM idempotency WHERE key = ? AND fingerprint = ? AND response IS NULL", (key, fingerprint)
@@ -185,6 +191,6 @@ def open_sqlite_store(url: str, namespace: str) -> Store:
     return Store(
         url=url,
         limits=SQLiteLimitsStorage(database),
-        idempotency=SQLiteIdempotency(database),
+        idempotency=SQLiteIdempotency(database, namespace),
         errors=(sqlite3.Error, StorageError),
     )

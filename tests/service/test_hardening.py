@@ -94,6 +94,16 @@ def test_replay_returns_the_same_response_even_after_canary_change(store_url, na
     assert fresh.json["model_version"] == "v2"
 
 
+def test_services_sharing_a_store_keep_their_ids_apart(store_url, namespace):
+    """Two services on one store (one SQLite file, or one Redis) with their own namespaces: the same
+    request id is a different request in each, never a conflict or a replay of the other's answer."""
+    first = post(guarded_app(store_url, namespace).test_client(), "/v1/predict", {"text": "a", "request_id": "ns-1"})
+    other = guarded_app(store_url, f"{namespace}-other").test_client()
+    second = post(other, "/v1/predict", {"text": "something else", "request_id": "ns-1"})
+    assert first.status_code == second.status_code == 200
+    assert "Idempotent-Replayed" not in second.headers
+
+
 def test_header_request_id_is_deduplicated_too(store_url, namespace):
     client = guarded_app(store_url, namespace).test_client()
     one = post(client, "/v1/batch_predict", {"texts": ["a b", "c d"]}, {"X-Request-ID": "hdr-idem"})
