@@ -38,9 +38,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 
 
 # Threads let a worker keep connections alive and overlap I/O (store round trips, slow clients);
 # scoring still takes turns on the GIL, so past a few threads they only add contention: 4 threads
-# serve ~1.7x the requests/s of 48 at 32 connections (bench/online_bench.py). Excess requests wait
-# in the worker's queue; QueueTimedThreadWorker measures that wait, and the app answers 503
-# OVERLOADED at once to a request that waited longer than TOXISERVE_MAX_QUEUE_WAIT_MS.
+# served ~1.7x the requests/s of 48 at 32 connections (wrk, TOXISERVE_THREADS varied; README,
+# Performance). Excess requests wait in the worker's queue; QueueTimedThreadWorker measures that
+# wait, and the app answers 503 OVERLOADED at once to one that waited past TOXISERVE_MAX_QUEUE_WAIT_MS.
 worker_class = "service.wsgi_server.QueueTimedThreadWorker"
 threads = int(os.environ.get("TOXISERVE_THREADS", "4"))
 
