@@ -22,6 +22,8 @@ class DefaultConfig:
     MAX_BATCH_SIZE = 1000
     MAX_TEXT_CHARS = MAX_TEXT_CHARS
     MAX_CONTENT_LENGTH = 4 * 1024 * 1024  # Flask's own: bodies over this get 413 before parsing
+    REQUEST_READ_TIMEOUT = 10.0  # seconds from a request's first byte to its last; slower clients get 408
+    REQUEST_DEADLINE = 10.0  # seconds of scoring a request may take; past it, 503 DEADLINE_EXCEEDED
     API_KEYS = ""  # "id:key,id:key"
     API_KEYS_FILE = None  # lines "id:sha256-hex-of-key"
     AUTH_DISABLED = False  # local development only: serves without keys
@@ -30,7 +32,9 @@ class DefaultConfig:
     STORE_NAMESPACE = "toxiserve"  # key prefix, so several services can share one Redis
     STORE_TIMEOUT = 0.25  # seconds: a dead Redis costs a request this much, not the worker timeout
     STORE_FAILURE_MODE = "open"  # store unreachable: "open" serves (warning + counter), "closed" is 503
-    RATE_LIMIT = "100/second;5000/minute"  # per API key; empty disables
+    STORE_BREAKER_FAILURES = 3  # consecutive store failures that open the circuit breaker
+    STORE_BREAKER_COOLDOWN = 1.0  # seconds the breaker stays open before one call probes the store
+    RATE_LIMIT = "2000/second;60000/minute"  # texts per API key (a batch of N costs N); empty disables
     RATE_LIMITS_PER_KEY = {}  # {"key-id": "10/second"}: overrides for some keys
     IDEMPOTENCY_TTL = 86_400  # seconds a request id's answer is replayed
     IDEMPOTENCY_PENDING_TTL = 30  # a claim whose request died (worker killed) frees up after this
@@ -60,6 +64,9 @@ class ServiceSettings:
     canary_percent: float
     max_batch_size: int
     max_text_chars: int
+    max_content_length: int
+    request_read_timeout: float
+    request_deadline: float
     on_version_mismatch: str
     background_load: bool
     auth_disabled: bool
@@ -68,6 +75,8 @@ class ServiceSettings:
     store_namespace: str
     store_timeout: float
     store_failure_mode: str
+    store_breaker_failures: int
+    store_breaker_cooldown: float
     rate_limit: str
     rate_limits_per_key: dict
     idempotency_ttl: float
@@ -124,6 +133,9 @@ def settings_from(config: dict) -> ServiceSettings:
         canary_percent=_number(config, "CANARY_PERCENT", float, 0, 100),
         max_batch_size=_number(config, "MAX_BATCH_SIZE", int, 1, 100_000),
         max_text_chars=_number(config, "MAX_TEXT_CHARS", int, 1, 1_000_000),
+        max_content_length=_number(config, "MAX_CONTENT_LENGTH", int, 1024, 1 << 30),
+        request_read_timeout=_number(config, "REQUEST_READ_TIMEOUT", float, 0.1, 3600),
+        request_deadline=_number(config, "REQUEST_DEADLINE", float, 0.01, 3600),
         on_version_mismatch=config["ON_VERSION_MISMATCH"],
         background_load=_flag(config["BACKGROUND_LOAD"]),
         auth_disabled=_flag(config["AUTH_DISABLED"]),
@@ -132,6 +144,8 @@ def settings_from(config: dict) -> ServiceSettings:
         store_namespace=str(config["STORE_NAMESPACE"]),
         store_timeout=_number(config, "STORE_TIMEOUT", float, 0.001, 60),
         store_failure_mode=_choice(config, "STORE_FAILURE_MODE", ("open", "closed")),
+        store_breaker_failures=_number(config, "STORE_BREAKER_FAILURES", int, 1, 1000),
+        store_breaker_cooldown=_number(config, "STORE_BREAKER_COOLDOWN", float, 0.01, 600),
         rate_limit=str(config["RATE_LIMIT"] or ""),
         rate_limits_per_key=_mapping(config, "RATE_LIMITS_PER_KEY"),
         idempotency_ttl=_number(config, "IDEMPOTENCY_TTL", float, 1, 30 * 86_400),

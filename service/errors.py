@@ -73,6 +73,16 @@ class OverloadedError(ToxiserveError):
     status, error_code = 503, "OVERLOADED"
 
 
+class DeadlineExceededError(ToxiserveError):
+    status, error_code = 503, "DEADLINE_EXCEEDED"
+
+
+class ClientClosedError(ToxiserveError):
+    """Nobody reads this answer: it names, in logs and metrics, work stopped because its client left."""
+
+    status, error_code = 499, "CLIENT_CLOSED_REQUEST"
+
+
 class InternalError(ToxiserveError):
     status, error_code = 500, "INTERNAL_ERROR"
 

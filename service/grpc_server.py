@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from shared_features.errors import ToxiserveError, UnprocessableError
 
 from . import build_service, load_config
+from .deadline import Deadline
 from .errors import InternalError, NotReadyError, OverloadedError
 from .grpc_gen import toxicity_pb2, toxicity_pb2_grpc
 from .readiness import READY
@@ -43,6 +44,7 @@ _STATUS_BY_HTTP = {
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.ALREADY_EXISTS,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -57,7 +59,7 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
             version = self._version(request.version, request_id)
 
             def compute() -> dict:
-                prediction = inference.predict(request.text, version)
+                prediction = inference.predict(request.text, version, self._deadline(context))
                 return {
                     "label": prediction.label,
                     "score": prediction.score,
@@ -84,7 +86,7 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
             texts = list(request.texts)
 
             def compute() -> dict:
-                predictions = self.service.inference.predict_batch(texts, version)
+                predictions = self.service.inference.predict_batch(texts, version, self._deadline(context))
                 return {
                     "results": [p.as_result() for p in predictions],
                     "model_version": version,
@@ -109,6 +111,9 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
         return self._call("BatchPredict", request, context, handle)
 
     # --- shared by both RPCs: the same guards, in the same order, as the HTTP service ---
+
+    def _deadline(self, context) -> Deadline:
+        return Deadline(self.service.settings.request_deadline, lambda: not context.is_active())
 
     def _version(self, requested: str, request_id: str) -> str:
         if requested in ("", "router"):
@@ -136,7 +141,7 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
                 raise UnprocessableError(f"request_id must be {REQUEST_ID_RULE}")
             metadata = dict(context.invocation_metadata())
             key_id = "anonymous" if service.auth_disabled else service.api_keys.authenticate(metadata.get("x-api-key"))
-            service.rate_limiter.check(key_id)
+            service.rate_limiter.check(key_id, len(getattr(request, "texts", ())) or 1)
             if service.readiness.state != READY or service.inference is None:
                 raise NotReadyError("models are still loading" if service.inference is None else "draining")
             return handle(key_id, request_id, bool(request.request_id))

@@ -8,11 +8,14 @@ import random
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from shared_features import LoadedModel
 from shared_features.errors import UnprocessableError
 from shared_features.text import screen_text
 
 from . import metrics
+from .deadline import Deadline
 from .drift_monitor import DriftMonitor
 from .errors import EmptyBatchError, InferenceFailedError, NotFoundError
 
@@ -24,6 +27,23 @@ _REASON_MESSAGES = {
     "null": "text is null",
     "not_a_string": "text is not a string",
 }
+
+
+# Scoring with a deadline goes in chunks of at most this many texts or characters: the deadline and
+# the client are checked between them (about a second of work for the char n-gram model).
+CHUNK_TEXTS = 256
+CHUNK_CHARS = 50_000
+
+
+def _chunks(texts: list[str]) -> list[tuple[int, int]]:
+    bounds, begin, chars = [], 0, 0
+    for index, text in enumerate(texts):
+        if index > begin and (index - begin >= CHUNK_TEXTS or chars + len(text) > CHUNK_CHARS):
+            bounds.append((begin, index))
+            begin, chars = index, 0
+        chars += len(text)
+    bounds.append((begin, len(texts)))
+    return bounds
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,7 @@ class InferenceService:
         self.drift = DriftMonitor(models)
         self.drift_sample_rate = drift_sample_rate
         self.batcher = None
+        self.seconds_per_char: dict[str, float] = {}
 
     def enable_microbatching(self, max_size: int, max_wait_ms: float, max_queue: int) -> None:
         from .microbatch import MicroBatcher
@@ -111,40 +132,71 @@ class InferenceService:
             )
         return normalised
 
-    def _score(self, model: LoadedModel, normalised: list[str], raw: list[str]) -> list[float]:
+    def _score(
+        self, model: LoadedModel, normalised: list[str], raw: list[str], deadline: Deadline | None = None
+    ) -> list[float]:
         started = time.perf_counter()
-        try:
-            scores, oov = model.score_with_oov(normalised, raw)
-        except Exception as exc:  # a model bug must not become a 500 with a traceback
-            log.exception("inference failed for model %s (%s)", model.version, type(exc).__name__)
-            raise InferenceFailedError(f"model {model.version} failed to score the input") from None
-        metrics.child(metrics.INFERENCE_DURATION, model.version).observe(time.perf_counter() - started)
+        scores, oov = [], []
+        for begin, end in _chunks(normalised) if deadline is not None else [(0, len(raw))]:
+            if deadline is not None:
+                deadline.check()  # before each chunk: a request whose time or client is gone stops here
+            try:
+                chunk_scores, chunk_oov = model.score_with_oov(normalised[begin:end], raw[begin:end])
+            except Exception as exc:  # a model bug must not become a 500 with a traceback
+                log.exception("inference failed for model %s (%s)", model.version, type(exc).__name__)
+                raise InferenceFailedError(f"model {model.version} failed to score the input") from None
+            scores.append(chunk_scores)
+            oov.append(chunk_oov)
+        scores = scores[0] if len(scores) == 1 else np.concatenate(scores)
+        oov = oov[0] if len(oov) == 1 else None if any(o is None for o in oov) else np.concatenate(oov)
+        elapsed = time.perf_counter() - started
+        self._learn_cost(model.version, elapsed, sum(map(len, normalised)))
+        metrics.child(metrics.INFERENCE_DURATION, model.version).observe(elapsed)
         metrics.child(metrics.INFERENCE_BATCH_SIZE, model.version).observe(len(raw))
         if self.drift_sample_rate >= 1.0 or random.random() < self.drift_sample_rate:
             self.drift.observe(model, raw, normalised, scores, oov)
         return scores.tolist()
 
-    def predict(self, text: str, version: str) -> Prediction:
+    def _learn_cost(self, version: str, seconds: float, chars: int) -> None:
+        """Seconds per normalised character, a moving average per version: what the gunicorn worker
+        multiplies a queued request's size by to tell whether it can start soon."""
+        if chars < 64:
+            return  # fixed per-call overhead would dominate
+        observed = seconds / chars
+        previous = self.seconds_per_char.get(version)
+        self.seconds_per_char[version] = observed if previous is None else 0.8 * previous + 0.2 * observed
+
+    @property
+    def max_seconds_per_char(self) -> float:
+        return max(self.seconds_per_char.values(), default=0.0)
+
+    def predict(self, text: str, version: str, deadline: Deadline | None = None) -> Prediction:
         model = self.model(version)
         normalised = self.screen(text)
         if self.batcher is not None:
             score = self.batcher.score(version, normalised, text)
         else:
-            score = self._score(model, [normalised], [text])[0]
+            score = self._score(model, [normalised], [text], deadline)[0]
         return Prediction("toxic" if score >= model.threshold else "clean", score, version)
 
-    def predict_batch(self, texts: list[str], version: str) -> list[Prediction]:
+    def predict_batch(self, texts: list[str], version: str, deadline: Deadline | None = None) -> list[Prediction]:
         model = self.model(version)
         normalised = self.screen_batch(texts)
         threshold = model.threshold
-        scores = self._score(model, normalised, texts)
+        scores = self._score(model, normalised, texts, deadline)
         return [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
 
     def warm_up(self) -> None:
-        """One prediction per model, so the first real request pays no lazy initialisation."""
+        """One prediction per model, so the first real request pays no lazy initialisation; and a
+        first estimate of each model's cost per character, before traffic refines it."""
         for model in self.models.values():
             text = "warm up the pipeline @user http://example.com"
             model.score_normalised([self.screen(text)], [text])  # not via _score: no metrics, no drift
+            texts = [text * 20] * 8
+            started = time.perf_counter()
+            normalised = [self.screen(t) for t in texts]
+            model.score_normalised(normalised, texts)
+            self._learn_cost(model.version, time.perf_counter() - started, sum(map(len, normalised)))
 
     def describe(self) -> list[dict]:
         described = []

@@ -68,8 +68,19 @@ INFERENCE_BATCH_SIZE = Histogram(
 CANARY_ROUTED = Counter("canary_routed", "Canary router decisions", ["arm"])
 RATE_LIMITED = Counter("rate_limited", "Requests refused by a rate limit", ["key_id"])
 AUTH_FAILURES = Counter("auth_failures", "Requests with a missing or wrong API key")
-OVERLOADED = Counter("overloaded", "Requests refused because the worker was at its in-flight bound")
+OVERLOADED = Counter("overloaded", "Requests refused by load shedding: queue wait, estimated work, in-flight bound")
 STORE_ERRORS = Counter("store_errors", "Shared-store operations that failed", ["operation"])
+WORKER_REFUSALS = Counter(
+    "http_worker_refusals",
+    "Requests the gunicorn worker answered itself, before the app: slow, oversize or malformed",
+    ["status", "error_code"],
+)
+ABANDONED_WORK = Counter(
+    "abandoned_work", "Scoring stopped between chunks: its deadline passed or its client left", ["reason"]
+)
+STORE_CIRCUIT_OPEN = Gauge(
+    "store_circuit_open", "1 while a process has stopped calling the failing store", multiprocess_mode="livemax"
+)
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays", "Requests answered from the idempotency store")
 IN_FLIGHT = Gauge("in_flight_requests", "Requests being handled now", multiprocess_mode="livesum")
 MODEL_INFO = Gauge("model_info", "1 for each loaded model", ["name", "version", "sha256"], multiprocess_mode="max")

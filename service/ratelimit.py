@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import limits
 from limits.strategies import FixedWindowRateLimiter
@@ -15,6 +16,9 @@ from limits.strategies import FixedWindowRateLimiter
 from . import metrics
 from .errors import RateLimitedError
 from .store import Store, StoreUnavailableError
+from .store.breaker import CircuitBreaker, CircuitOpenError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +50,55 @@ def parse_limits(spec: str | None, setting: str = "TOXISERVE_RATE_LIMIT") -> lis
 
 
 class StoreFailurePolicy:
-    """What a request does when the store is unreachable: 'open' serves it (warning + count), 'closed' is 503."""
+    """How every store call is made, and what a request does when the store fails.
 
-    def __init__(self, mode: str, errors: tuple[type[BaseException], ...], on_error: Callable[[str], None]) -> None:
+    Calls go through a circuit breaker (`store.breaker`), so a hung store costs a few timeouts per
+    process, then nothing. A failure (or an open breaker) is counted and logged, then 'open' serves
+    the request without limits or deduplication, and 'closed' refuses it with 503: never unchecked.
+    A corrupt store is logged as an error every time; other failures warn at most every 10 s.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        errors: tuple[type[BaseException], ...],
+        on_error: Callable[[str], None],
+        breaker: CircuitBreaker | None = None,
+        is_corruption: Callable[[BaseException], bool] = lambda exc: False,
+    ) -> None:
         if mode not in ("open", "closed"):
             raise ValueError("TOXISERVE_STORE_FAILURE_MODE must be 'open' or 'closed'")
         self.mode, self.errors, self.on_error = mode, errors, on_error
+        self.breaker = breaker or CircuitBreaker()
+        self.is_corruption = is_corruption
         self._last_warning = 0.0
+
+    def call(self, operation: str, function: Callable[..., T], *args) -> T | None:
+        """`function(*args)` through the breaker; None where the store failed and the mode is open."""
+        if not self.breaker.allow():
+            self.failed(operation, CircuitOpenError())
+            return None
+        try:
+            result = function(*args)
+        except self.errors as exc:
+            self.breaker.failed()
+            self.failed(operation, exc)
+            return None
+        except BaseException:
+            self.breaker.succeeded()  # the store answered; the caller's own error (a 429, say) goes on
+            raise
+        self.breaker.succeeded()
+        return result
 
     def failed(self, operation: str, exc: BaseException) -> None:
         self.on_error(operation)
-        now = time.monotonic()
-        if now - self._last_warning > 10:  # a dead store must not flood the log
-            self._last_warning = now
-            log.warning("store unreachable during %s (%s); failing %s", operation, type(exc).__name__, self.mode)
+        if self.is_corruption(exc):
+            log.error("store is corrupt (%s during %s); failing %s", exc, operation, self.mode)
+        else:
+            now = time.monotonic()
+            if now - self._last_warning > 10:  # a dead store must not flood the log
+                self._last_warning = now
+                log.warning("store unreachable during %s (%s); failing %s", operation, type(exc).__name__, self.mode)
         if self.mode == "closed":
             raise StoreUnavailableError("shared state store unavailable; retry later") from None
 
@@ -99,55 +138,63 @@ class RateLimiter:
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
 
-    def _from_lease(self, item: limits.RateLimitItem, key: str) -> RateDecision | None:
+    def _from_lease(self, item: limits.RateLimitItem, key: str, cost: int) -> RateDecision | None:
         with self._lock:
             lease = self._leases.get(key)
-            if lease is None or lease.tokens <= 0 or lease.reset_at <= time.time():
+            if lease is None or lease.tokens < cost or lease.reset_at <= time.time():
                 return None
-            lease.tokens -= 1
+            lease.tokens -= cost
             return RateDecision(item.amount, lease.store_remaining + lease.tokens, lease.reset_at)
 
-    def _hit(self, item: limits.RateLimitItem, key_id: str) -> tuple[RateDecision, bool]:
+    def _hit(self, item: limits.RateLimitItem, key_id: str, cost: int) -> tuple[RateDecision, bool]:
         storage = self.strategy.storage
-        if hasattr(storage, "incr_with_expiry"):
-            # FixedWindowRateLimiter.hit is `incr(key, expiry) <= amount`, and get_window_stats reads
-            # back the count and expiry: our stores return both from one round trip, for a whole lease.
-            key = item.key_for(self.namespace, key_id)
-            decision = self._from_lease(item, key)
-            if decision is not None:
-                return decision, True
-            size = lease_size(item)
-            count, reset_at = storage.incr_with_expiry(key, item.get_expiry(), size)
-            granted = max(0, min(size, item.amount - (count - size)))
-            store_remaining = max(0, item.amount - count)
-            if granted > 1:
-                with self._lock:
-                    self._leases[key] = _Lease(reset_at, granted - 1, store_remaining)
-            return RateDecision(item.amount, store_remaining + max(0, granted - 1), reset_at), granted > 0
-        allowed = self.strategy.hit(item, self.namespace, key_id)
-        stats = self.strategy.get_window_stats(item, self.namespace, key_id)
-        return RateDecision(item.amount, stats.remaining, stats.reset_time), allowed
+        if not hasattr(storage, "incr_with_expiry"):
+            allowed = self.strategy.hit(item, self.namespace, key_id, cost=cost)
+            stats = self.strategy.get_window_stats(item, self.namespace, key_id)
+            return RateDecision(item.amount, stats.remaining, stats.reset_time), allowed
+        # FixedWindowRateLimiter.hit is `incr(key, expiry, cost) <= amount`, and get_window_stats reads
+        # back the count and expiry: our stores return both from one round trip, for a whole lease.
+        key = item.key_for(self.namespace, key_id)
+        decision = self._from_lease(item, key, cost)
+        if decision is not None:
+            return decision, True
+        taken = max(cost, lease_size(item))
+        count, reset_at = storage.incr_with_expiry(key, item.get_expiry(), taken)
+        granted = max(0, min(taken, item.amount - (count - taken)))
+        if granted < cost:
+            # Refused: give the units back, so a request too large for what is left (a batch of 21
+            # under 20/minute) does not also spend the window for the requests that would fit.
+            count, reset_at = storage.incr_with_expiry(key, item.get_expiry(), -taken)
+            return RateDecision(item.amount, max(0, item.amount - count), reset_at), False
+        store_remaining = max(0, item.amount - count)
+        if granted > cost:
+            with self._lock:
+                self._leases[key] = _Lease(reset_at, granted - cost, store_remaining)
+        return RateDecision(item.amount, store_remaining + granted - cost, reset_at), True
 
     def limits_for(self, key_id: str) -> list[limits.RateLimitItem]:
         return self.per_key.get(key_id, self.default)
 
-    def check(self, key_id: str) -> RateDecision | None:
-        """Count one request for `key_id`; raise RateLimitedError (with headers) past any limit."""
+    def check(self, key_id: str, cost: int = 1) -> RateDecision | None:
+        """Charge `cost` units (one per text) to `key_id`; RateLimitedError (with headers) past any limit."""
         items = self.limits_for(key_id)
         if not items:
             return None
-        try:
-            tightest = None
-            for item in items:
-                decision, allowed = self._hit(item, key_id)
-                if not allowed:
-                    metrics.RATE_LIMITED.labels(key_id).inc()
-                    error = RateLimitedError(f"rate limit {item} exceeded for this API key")
-                    error.headers = decision.headers(denied=True)
-                    raise error
-                if tightest is None or decision.remaining < tightest.remaining:
-                    tightest = decision
-            return tightest
-        except self.policy.errors as exc:
-            self.policy.failed("rate_limit", exc)
-            return None
+        return self.policy.call("rate_limit", self._charge, items, key_id, cost)
+
+    def _charge(self, items: list[limits.RateLimitItem], key_id: str, cost: int) -> RateDecision:
+        tightest = None
+        for item in items:
+            decision, allowed = self._hit(item, key_id, cost)
+            if not allowed:
+                metrics.RATE_LIMITED.labels(key_id).inc()
+                if cost > item.amount:
+                    message = f"a request of {cost} texts exceeds this API key's whole limit of {item}; split it"
+                else:
+                    message = f"rate limit {item} exceeded for this API key ({cost} texts asked, {decision.remaining} left)"
+                error = RateLimitedError(message)
+                error.headers = decision.headers(denied=True)
+                raise error
+            if tightest is None or decision.remaining < tightest.remaining:
+                tightest = decision
+        return tightest

@@ -10,7 +10,8 @@ from marshmallow import Schema
 
 from .. import metrics
 from ..backpressure import overloaded, queue_wait
-from ..errors import InvalidJsonError, NotReadyError, UnsupportedMediaTypeError
+from ..deadline import Deadline, peer_closed
+from ..errors import InvalidJsonError, NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
 from ..readiness import STARTING
 from ..state import ServiceState
 
@@ -32,16 +33,41 @@ def state() -> ServiceState:
     return current_app.extensions["toxiserve"]
 
 
+def read_body() -> bytes:
+    """The request body, at most MAX_CONTENT_LENGTH bytes, else 413 PAYLOAD_TOO_LARGE.
+
+    werkzeug refuses a declared Content-Length over the cap before reading, but silently cuts a
+    chunked body (no Content-Length) at the cap: read one byte more than the cap to tell.
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and "wsgi.input_terminated" in request.environ:
+        raw = request.environ["wsgi.input"].read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLargeError("request body is larger than the configured limit")
+        return raw
+    return request.get_data(cache=False)
+
+
 def load_body(schema: Schema) -> dict:
     """JSON object -> validated dict: 415 if not JSON, 400 INVALID_JSON if unparseable, INVALID_PAYLOAD if misshapen."""
     if not request.is_json:
         raise UnsupportedMediaTypeError("Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH, before we parse
+    return schema.load(parse_json(read_body()))
+
+
+def parse_json(raw: bytes):
+    """JSON text -> value; 400 INVALID_JSON saying where it broke, or that it nests too deeply."""
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidJsonError(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except ValueError:
-        raise InvalidJsonError("request body is not valid JSON") from None
-    return schema.load(data)
+        raise InvalidJsonError("request body is not valid JSON (not UTF-8)") from None
+    except RecursionError:
+        # The parser recurses once per level; past Python's recursion limit (~1,000 levels) it gives up.
+        raise InvalidJsonError("request body nests too deeply") from None
 
 
 def enter_in_flight() -> None:
@@ -63,18 +89,25 @@ def leave_in_flight(_exc: BaseException | None = None) -> None:
         state().in_flight.leave()
 
 
-def authenticate_and_limit() -> None:
-    """before_request of the API blueprints: the key, then its rate limit, then readiness."""
+def authenticate() -> None:
+    """before_request of the API blueprints: the key, then readiness. The rate limit comes once the
+    body is parsed (`admit`), because a request costs one unit per text."""
     service = state()
     if service.auth_disabled:
         g.key_id = "anonymous"
     else:
         g.key_id = service.api_keys.authenticate(request.headers.get("X-API-Key"))
-    decision = service.rate_limiter.check(g.key_id)
-    if decision is not None:
-        g.rate_limit_headers = decision.headers()
     if service.readiness.state == STARTING:
         raise NotReadyError("models are still loading")
+
+
+def admit(text_count: int) -> Deadline:
+    """A parsed request: charge its key one rate-limit unit per text; its compute deadline."""
+    service = state()
+    decision = service.rate_limiter.check(g.key_id, text_count)
+    if decision is not None:
+        g.rate_limit_headers = decision.headers()
+    return Deadline(service.settings.request_deadline, peer_closed(request.environ.get("gunicorn.socket")))
 
 
 def idempotent(request_id: str, payload: dict, compute: Callable[[], dict]) -> dict:

@@ -15,7 +15,7 @@ from shared_features.errors import ToxiserveError
 from ..errors import EmptyBatchError, InvalidPayloadError, NotFoundError, error_response
 from ..readiness import READY
 from ..request_context import adopt_request_id
-from .common import authenticate_and_limit, idempotent, load_body, state
+from .common import admit, authenticate, idempotent, load_body, state
 
 bp = Blueprint("oip", __name__, url_prefix="/v2")
 PLATFORM = "scikit-learn"
@@ -50,7 +50,7 @@ _infer_schema = InferRequestSchema()
 @bp.before_request
 def guard():
     if request.endpoint in PROTECTED:
-        authenticate_and_limit()
+        authenticate()
 
 
 @bp.errorhandler(ToxiserveError)
@@ -163,10 +163,11 @@ def _infer(model_name: str, version: str | None):
         raise InvalidPayloadError(f"unknown outputs {sorted(unknown)}; this model has 'score' and 'label'")
     g.text_count = len(texts)
     service = state()
+    deadline = admit(len(texts))
 
     def compute() -> dict:
         chosen = version or service.route(request_id)[0]
-        predictions = service.inference.predict_batch(texts, chosen)
+        predictions = service.inference.predict_batch(texts, chosen, deadline)
         tensors = {
             "score": {
                 "name": "score",

@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify
 
 from ..request_context import adopt_request_id
 from ..schemas import BatchPredictRequestSchema, PredictRequestSchema
-from .common import authenticate_and_limit, idempotent, load_body, state
+from .common import admit, authenticate, idempotent, load_body, state
 
 _predict_schema = PredictRequestSchema()
 _batch_schema = BatchPredictRequestSchema()
@@ -19,9 +19,10 @@ def predict_one(version_of: Callable[[str], str]) -> dict:
     body = load_body(_predict_schema)
     request_id = adopt_request_id(body.get("request_id"))
     g.text_length = len(body["text"])
+    deadline = admit(1)
 
     def compute() -> dict:
-        prediction = state().inference.predict(body["text"], version_of(request_id))
+        prediction = state().inference.predict(body["text"], version_of(request_id), deadline)
         return {
             "label": prediction.label,
             "score": prediction.score,
@@ -39,9 +40,10 @@ def batch_predict(model_version: str) -> dict:
     request_id = adopt_request_id(body.get("request_id"))
     g.text_count = len(body["texts"])
     g.model_version = model_version
+    deadline = admit(len(body["texts"]))
 
     def compute() -> dict:
-        predictions = state().inference.predict_batch(body["texts"], model_version)
+        predictions = state().inference.predict_batch(body["texts"], model_version, deadline)
         return {
             "results": [p.as_result() for p in predictions],
             "model_version": model_version,
@@ -54,7 +56,7 @@ def batch_predict(model_version: str) -> dict:
 def version_blueprint(api_version: str, model_version: str) -> Blueprint:
     """One blueprint per API version; `model_version` is the artifact it serves."""
     bp = Blueprint(api_version, __name__, url_prefix=f"/{api_version}")
-    bp.before_request(authenticate_and_limit)
+    bp.before_request(authenticate)
     bp.add_url_rule("/predict", "predict", lambda: jsonify(predict_one(lambda _rid: model_version)), methods=["POST"])
     bp.add_url_rule("/batch_predict", "batch_predict", lambda: jsonify(batch_predict(model_version)), methods=["POST"])
     return bp

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
-from .common import authenticate_and_limit, state
+from .common import authenticate, state
 from .predict import predict_one
 
 bp = Blueprint("router", __name__)
-bp.before_request(authenticate_and_limit)
+bp.before_request(authenticate)
 
 
 def choose_arm(request_id: str) -> str:

@@ -29,7 +29,12 @@ def assert_error(response, status, code, message=None, details=None):
 
 def test_invalid_json(client):
     response = client.post("/v1/predict", data=b'{"text": ', content_type="application/json", headers=AUTH)
-    assert_error(response, 400, "INVALID_JSON", "request body is not valid JSON")
+    assert_error(response, 400, "INVALID_JSON", "request body is not valid JSON: Expecting value at line 1 column 10")
+
+
+def test_deeply_nested_json_is_invalid_json(client):
+    response = client.post("/v1/predict", data="[" * 50_000 + "]" * 50_000, content_type="application/json", headers=AUTH)
+    assert_error(response, 400, "INVALID_JSON", "request body nests too deeply")
 
 
 def test_invalid_utf8_is_invalid_json(client):
