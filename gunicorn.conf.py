@@ -22,13 +22,22 @@ sys.modules.setdefault("pandas", None)
 # scrape sums. It must be set before anything imports prometheus_client (the app is preloaded right
 # after this file runs), and start empty. TOXISERVE_METRICS_DIR names it; by default each master
 # gets a fresh private one, so two services on one host never mix their counts.
+# gunicorn runs this file again on SIGHUP (a config reload) in the same master: the directory, and
+# the counts in it, must then stay, or Prometheus would see every counter reset without a restart.
+_METRICS_OWNER = "_TOXISERVE_METRICS_DIR_OF_MASTER"
+_reloading = os.environ.get(_METRICS_OWNER, "").startswith(f"{os.getpid()}:")
 _own_metrics_dir = "TOXISERVE_METRICS_DIR" not in os.environ
-metrics_dir = os.environ.get("TOXISERVE_METRICS_DIR") or tempfile.mkdtemp(prefix="toxiserve-metrics-")
-os.makedirs(metrics_dir, exist_ok=True)
-for _stale in os.listdir(metrics_dir):
-    if _stale.endswith(".db"):
-        os.remove(os.path.join(metrics_dir, _stale))
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+if _reloading:
+    _own_metrics_dir = os.environ[_METRICS_OWNER].endswith(":own")
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+else:
+    metrics_dir = os.environ.get("TOXISERVE_METRICS_DIR") or tempfile.mkdtemp(prefix="toxiserve-metrics-")
+    os.makedirs(metrics_dir, exist_ok=True)
+    for _stale in os.listdir(metrics_dir):
+        if _stale.endswith(".db"):
+            os.remove(os.path.join(metrics_dir, _stale))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[_METRICS_OWNER] = f"{os.getpid()}:{'own' if _own_metrics_dir else 'given'}"
 
 # 12-factor: the platform says where to listen; 0.0.0.0 so a container's port mapping reaches us.
 bind = f"{os.environ.get('TOXISERVE_BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
@@ -96,9 +105,13 @@ def pre_fork(server, worker):
 
 def child_exit(server, worker):
     # Fold the dead worker's counters into the archive: totals never go backwards, files stay bounded.
+    from service.lifecycle import release_claims_of
     from service.metrics import archive_dead_worker
 
     archive_dead_worker(worker.pid)
+    # A worker killed mid-request leaves its idempotency claims pending: free them now, so the
+    # client's retry runs at once instead of waiting for the claim to expire.
+    release_claims_of(server.app.wsgi(), worker.pid)
 
 
 def on_exit(server):

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 
 from .errors import IdempotencyConflictError
 from .ratelimit import StoreFailurePolicy
-from .store import IdempotencyBackend
+from .store import IdempotencyBackend, StoreUnavailableError
 
 
 def fingerprint(operation: str, payload: dict) -> str:
     canonical = json.dumps({"op": operation, "payload": payload}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def claim_owner(pid: int | None = None) -> str:
+    """Who holds a claim: this host and process. The gunicorn master names a dead worker the same way."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 class Idempotency:
@@ -42,21 +49,21 @@ class Idempotency:
         deadline = time.monotonic() + self.wait_seconds
         delay = 0.005
         while True:
-            try:
-                claim = self.backend.claim(key, digest, self.pending_ttl)
-            except self.policy.errors as exc:
-                self.policy.failed("idempotency", exc)
+            claim = self.policy.call("idempotency", self.backend.claim, key, digest, self.pending_ttl, claim_owner())
+            if claim is None:
                 return compute(), False  # failing open: serve without deduplication
             if claim.owned:
                 return self._compute_and_store(key, digest, compute), False
             if claim.fingerprint != digest:
                 raise IdempotencyConflictError(
-                    "request_id was already used with a different payload", details={"request_id": ["conflict"]}
+                    "request_id was already used with a different payload or on another endpoint",
+                    details={"request_id": ["conflict"]},
                 )
             if claim.done:
                 return json.loads(claim.response), True
             # Same id and payload still running elsewhere (a concurrent retry): wait for its answer
-            # rather than computing a second one.
+            # rather than computing a second one. A claim whose worker died is released by the
+            # gunicorn master at once (`release_claims_of`), so this loop then takes it over.
             if time.monotonic() >= deadline:
                 error = IdempotencyConflictError("a request with this request_id is still in progress; retry later")
                 error.headers = {"Retry-After": "1"}
@@ -68,13 +75,18 @@ class Idempotency:
         try:
             response = compute()
         except BaseException:
-            self._quietly(lambda: self.backend.release(key, digest))
+            self._quietly("idempotency", self.backend.release, key, digest)
             raise
-        self._quietly(lambda: self.backend.complete(key, digest, json.dumps(response), self.ttl))
+        self._quietly("idempotency", self.backend.complete, key, digest, json.dumps(response), self.ttl)
         return response
 
-    def _quietly(self, operation: Callable[[], None]) -> None:
+    def _quietly(self, operation: str, function: Callable[..., None], *args) -> None:
         try:
-            operation()
-        except self.policy.errors as exc:
-            self.policy.failed("idempotency", exc)
+            self.policy.call(operation, function, *args)
+        except StoreUnavailableError:
+            if function is not self.backend.release:
+                raise
+
+    def release_claims_of(self, owner: str) -> int:
+        """Free the pending claims of a process that died, so retries of its requests run at once."""
+        return self.backend.release_owner(owner)

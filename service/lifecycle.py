@@ -6,6 +6,8 @@ import logging
 
 from flask import Flask
 
+from .idempotency import claim_owner
+
 log = logging.getLogger(__name__)
 
 
@@ -22,3 +24,18 @@ def worker_started(app: Flask) -> None:
     service = app.extensions.get("toxiserve")
     if service is not None:
         service.readiness.publish()
+
+
+def release_claims_of(app: Flask, pid: int) -> None:
+    """In the gunicorn master, when worker `pid` has exited: free its pending idempotency claims."""
+    service = app.extensions.get("toxiserve")
+    if service is None:
+        return
+    owner = claim_owner(pid)
+    try:
+        released = service.idempotency.release_claims_of(owner)
+    except service.store.errors as exc:
+        log.warning("could not release the claims of dead worker %s (%s)", pid, type(exc).__name__)
+        return
+    if released:
+        log.warning("released %d pending request claims of dead worker %s", released, pid)

@@ -7,6 +7,7 @@ import threading
 from . import metrics
 
 STARTING, READY, DRAINING = "starting", "ready", "draining"
+STORE_UNAVAILABLE = "store_unavailable"  # /readyz only: ready, but the store is down and we fail closed
 
 
 class Readiness:

@@ -46,9 +46,18 @@ class HealthSchema(Schema):
     status = fields.String(required=True)
 
 
+class StoreHealthSchema(Schema):
+    backend = fields.String(validate=validate.OneOf(("sqlite", "redis")))
+    healthy = fields.Boolean(metadata={"description": "false while the store fails (circuit breaker open)"})
+    failure_mode = fields.String(validate=validate.OneOf(("open", "closed")))
+
+
 class ReadySchema(Schema):
-    status = fields.String(required=True, validate=validate.OneOf(("ready", "starting", "draining")))
+    status = fields.String(
+        required=True, validate=validate.OneOf(("ready", "starting", "draining", "store_unavailable"))
+    )
     models = fields.Dict(keys=fields.String(), values=fields.Dict())
+    store = fields.Nested(StoreHealthSchema)
 
 
 class ModelInfoSchema(Schema):

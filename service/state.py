@@ -16,7 +16,8 @@ from .idempotency import Idempotency
 from .inference import InferenceService
 from .ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
 from .readiness import Readiness
-from .store import open_store
+from .store import StoreUnavailableError, open_store
+from .store.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,13 @@ class ServiceState:
         self.in_flight = InFlightLimiter(settings.max_in_flight)
         try:
             self.store = open_store(settings.store_url, settings.store_namespace, settings.store_timeout)
-            policy = StoreFailurePolicy(settings.store_failure_mode, self.store.errors, self.on_store_error)
+            self.store_policy = policy = StoreFailurePolicy(
+                settings.store_failure_mode,
+                self.store.errors,
+                self.on_store_error,
+                CircuitBreaker(settings.store_breaker_failures, settings.store_breaker_cooldown),
+                self.store.is_corruption,
+            )
             per_key = {
                 key_id: parse_limits(spec, f"TOXISERVE_RATE_LIMITS_PER_KEY[{key_id}]")
                 for key_id, spec in settings.rate_limits_per_key.items()
@@ -109,6 +116,15 @@ class ServiceState:
         arm = "canary" if version == self.inference.canary else "stable"
         metrics.child(metrics.CANARY_ROUTED, arm).inc()
         return version, arm
+
+    def store_health(self) -> dict:
+        """For /readyz: can this process use the store now? One ping, through the circuit breaker."""
+        healthy = True
+        try:
+            healthy = self.store_policy.call("ping", self.store.idempotency.ping) is not None
+        except StoreUnavailableError:
+            healthy = False
+        return {"backend": self.store.backend, "healthy": healthy, "failure_mode": self.settings.store_failure_mode}
 
     def on_store_error(self, operation: str) -> None:
         metrics.STORE_ERRORS.labels(operation).inc()

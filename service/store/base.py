@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,14 +31,20 @@ class Claim:
 
 
 class IdempotencyBackend(Protocol):
-    def claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
-        """Atomically take `key` if free (or its pending claim expired); else report what holds it."""
+    def claim(self, key: str, fingerprint: str, pending_ttl: float, owner: str) -> Claim:
+        """Atomically take `key` for `owner` if free (or its pending claim expired); else report what holds it."""
 
     def complete(self, key: str, fingerprint: str, response: str, ttl: float) -> None:
         """Store the answer for `key` for `ttl` seconds."""
 
     def release(self, key: str, fingerprint: str) -> None:
         """Give up a pending claim (the request failed), so a retry can run."""
+
+    def release_owner(self, owner: str) -> int:
+        """Give up every pending claim of `owner` (a process that died); returns how many."""
+
+    def ping(self) -> bool:
+        """True, or the store's error if it cannot serve a read."""
 
 
 @dataclass
@@ -46,13 +53,17 @@ class Store:
     limits: Storage  # a `limits` storage: the rate-limit algorithms run against it
     idempotency: IdempotencyBackend
     errors: tuple[type[BaseException], ...]  # what a backend raises when it is unreachable
+    backend: str = "sqlite"
+    is_corruption: Callable[[BaseException], bool] = lambda exc: False  # a broken store, not an absent one
 
 
 def open_store(url: str, namespace: str, timeout: float = 0.25) -> Store:
     if url.startswith("sqlite:///"):
         from .sqlite import open_sqlite_store
 
-        return open_sqlite_store(url, namespace)
+        from .. import metrics
+
+        return open_sqlite_store(url, namespace, on_reopen=metrics.STORE_ERRORS.labels("file_replaced").inc)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis import open_redis_store
 

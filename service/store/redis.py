@@ -11,6 +11,17 @@ from limits.storage import RedisStorage
 
 from .base import Claim, Store
 
+# Take the id if free and file it under its owner (a process), or return what holds it: one round
+# trip either way. The owner's set lets the gunicorn master free a dead worker's claims at once.
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SADD', KEYS[2], KEYS[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return {1}
+end
+return {0, redis.call('GET', KEYS[1])}
+"""
+
 # Delete only our own pending claim: a finished record or someone else's newer claim stays.
 _RELEASE = """
 local value = redis.call('GET', KEYS[1])
@@ -18,6 +29,23 @@ if value and cjson.decode(value)['fingerprint'] == ARGV[1] and cjson.decode(valu
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# Every pending claim a dead process left: deleted unless it finished or someone else took it over.
+_RELEASE_OWNER = """
+local released = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local value = redis.call('GET', key)
+  if value then
+    local record = cjson.decode(value)
+    if record['owner'] == ARGV[1] and record['response'] == nil then
+      redis.call('DEL', key)
+      released = released + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+return released
 """
 
 
@@ -28,6 +56,10 @@ local amount = tonumber(ARGV[2])
 local current = redis.call('incrby', KEYS[1], amount)
 if tonumber(current) == amount then
   redis.call('expire', KEYS[1], ARGV[1])
+end
+if tonumber(current) < 0 then  -- a refund that outlived its window
+  redis.call('set', KEYS[1], 0, 'KEEPTTL')
+  current = 0
 end
 return {current, redis.call('pttl', KEYS[1])}
 """
@@ -52,18 +84,22 @@ class RedisIdempotency:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
         self.prefix = f"{namespace}:idem:"
+        self.owners_prefix = f"{namespace}:idem-owner:"
+        self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._release_owner = client.register_script(_RELEASE_OWNER)
 
-    def claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
-        name = self.prefix + key
-        record = json.dumps({"fingerprint": fingerprint})
-        if self.client.set(name, record, nx=True, px=max(1, int(pending_ttl * 1000))):
+    def claim(self, key: str, fingerprint: str, pending_ttl: float, owner: str) -> Claim:
+        record = json.dumps({"fingerprint": fingerprint, "owner": owner})
+        found = self._claim(
+            keys=[self.prefix + key, self.owners_prefix + owner], args=[record, max(1, int(pending_ttl * 1000))]
+        )
+        if found[0] == 1:
             return Claim(owned=True)
-        raw = self.client.get(name)
-        if raw is None:  # expired between SET and GET
-            return self.claim(key, fingerprint, pending_ttl)
-        found = json.loads(raw)
-        return Claim(owned=False, fingerprint=found["fingerprint"], response=found.get("response"))
+        if found[1] is None:  # expired in between: try again
+            return self.claim(key, fingerprint, pending_ttl, owner)
+        held = json.loads(found[1])
+        return Claim(owned=False, fingerprint=held["fingerprint"], response=held.get("response"))
 
     def complete(self, key: str, fingerprint: str, response: str, ttl: float) -> None:
         record = json.dumps({"fingerprint": fingerprint, "response": response})
@@ -71,6 +107,12 @@ class RedisIdempotency:
 
     def release(self, key: str, fingerprint: str) -> None:
         self._release(keys=[self.prefix + key], args=[fingerprint])
+
+    def release_owner(self, owner: str) -> int:
+        return int(self._release_owner(keys=[self.owners_prefix + owner], args=[owner]))
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())
 
 
 def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
@@ -84,4 +126,5 @@ def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
         limits=limits_storage,
         idempotency=RedisIdempotency(client, namespace),
         errors=(redis.RedisError, StorageError),
+        backend="redis",
     )

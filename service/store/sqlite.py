@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -15,43 +16,88 @@ from limits.storage import Storage
 
 from .base import Claim, Store
 
+log = logging.getLogger(__name__)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS counters_expiry ON counters (expires_at);
 CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT, expires_at REAL NOT NULL
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT, expires_at REAL NOT NULL, owner TEXT
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 """
+# Files made before claims carried their owner get the column; then the index on it.
+_OWNER_INDEX = "CREATE INDEX IF NOT EXISTS idempotency_pending_owner ON idempotency (owner) WHERE response IS NULL"
+FILE_CHECK_INTERVAL = 1.0  # seconds between checks that the file on disk is still the one we have open
 PURGE_EVERY = 500  # writes between sweeps of expired rows: keeps the file bounded without a cron
 
 
-class SQLiteDatabase:
-    """One connection per thread and process: sqlite3 connections must not cross forks or threads."""
+def is_corruption(exc: BaseException) -> bool:
+    """'file is not a database', 'database disk image is malformed': the file is broken, not busy."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError)
 
-    def __init__(self, path: Path) -> None:
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+class SQLiteDatabase:
+    """One connection per thread and process: sqlite3 connections must not cross forks or threads.
+
+    Each connection checks, at most once a second, that the path still names the file it has open.
+    A deleted or replaced file is reopened at once (an error in the log and in store_errors_total):
+    otherwise workers keep writing to the deleted inode while a restarted worker creates a new
+    file, and limits and idempotency split between them.
+    """
+
+    def __init__(self, path: Path, on_reopen=lambda: None) -> None:
         self.path = path
+        self.on_reopen = on_reopen
         self._local = threading.local()
         self._writes = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         # A throwaway connection: under preload this runs in the master, and a connection must
         # never be inherited across fork.
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        self._create()
+
+    def _create(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(idempotency)")}
+            if "owner" not in columns:
+                conn.execute("ALTER TABLE idempotency ADD COLUMN owner TEXT")
+            conn.execute(_OWNER_INDEX)
         finally:
             conn.close()
 
     def connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            # isolation_level=None: autocommit; each statement below is atomic on its own.
-            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=True)
-            conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the app
-            conn.execute("PRAGMA busy_timeout=5000")
-            self._local.conn, self._local.pid = conn, os.getpid()
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            now = time.monotonic()
+            if now < local.checked_at + FILE_CHECK_INTERVAL:
+                return conn
+            local.checked_at = now
+            if _file_identity(self.path) == local.identity:
+                return conn
+            log.error("store file %s was deleted or replaced; reopening it (limits and idempotency start afresh)", self.path)
+            self.on_reopen()
+            conn.close()
+            self._create()
+        # isolation_level=None: autocommit; each statement below is atomic on its own.
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the app
+        conn.execute("PRAGMA busy_timeout=5000")
+        local.conn, local.pid = conn, os.getpid()
+        local.identity, local.checked_at = _file_identity(self.path), time.monotonic()
         return conn
 
     @contextlib.contextmanager
@@ -60,13 +106,19 @@ class SQLiteDatabase:
         free. Left to itself, SQLite's busy handler sleeps 1, 2, 5, 10 ms... between retries: that
         was the whole p99 under load. One lock file descriptor per thread, because flock excludes
         per open file description."""
+        conn = self.connect()  # first: it may reopen a replaced file, and the lock file with it
         handle = getattr(self._local, "lock", None)
-        if handle is None or self._local.lock_pid != os.getpid():
-            handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - lives as long as the thread
+        lock_path = f"{self.path}.lock"
+        stale = getattr(self._local, "lock_identity", None) != self._local.identity  # the file was reopened
+        if handle is None or self._local.lock_pid != os.getpid() or stale:
+            if handle is not None and self._local.lock_pid == os.getpid():
+                handle.close()
+            handle = open(lock_path, "a+")  # noqa: SIM115 - lives as long as the thread
             self._local.lock, self._local.lock_pid = handle, os.getpid()
+            self._local.lock_identity = self._local.identity
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield self.connect()
+            yield conn
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -101,7 +153,7 @@ class SQLiteLimitsStorage(Storage):
             row = conn.execute(
                 """INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3)
                    ON CONFLICT (key) DO UPDATE SET
-                     value = CASE WHEN expires_at <= ?4 THEN ?2 ELSE value + ?2 END,
+                     value = CASE WHEN expires_at <= ?4 THEN MAX(?2, 0) ELSE value + ?2 END,
                      expires_at = CASE WHEN expires_at <= ?4 THEN ?3 ELSE expires_at END
                    RETURNING value, expires_at""",
                 (key, amount, now + expiry, now),
@@ -145,19 +197,19 @@ class SQLiteIdempotency:
         self.db = database
         self.prefix = f"{namespace}:idem:"  # as in Redis: services sharing one file never see each other's ids
 
-    def claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
-        return self._claim(self.prefix + key, fingerprint, pending_ttl)
+    def claim(self, key: str, fingerprint: str, pending_ttl: float, owner: str) -> Claim:
+        return self._claim(self.prefix + key, fingerprint, pending_ttl, owner)
 
-    def _claim(self, key: str, fingerprint: str, pending_ttl: float) -> Claim:
+    def _claim(self, key: str, fingerprint: str, pending_ttl: float, owner: str) -> Claim:
         now = time.time()
         # Take the key if it is free or its record expired; one statement, so two workers can't both win.
         with self.db.writing() as conn:
             taken = conn.execute(
-                """INSERT INTO idempotency (key, fingerprint, response, expires_at) VALUES (?1, ?2, NULL, ?3)
-               ON CONFLICT (key) DO UPDATE SET fingerprint = ?2, response = NULL, expires_at = ?3
+                """INSERT INTO idempotency (key, fingerprint, response, expires_at, owner) VALUES (?1, ?2, NULL, ?3, ?5)
+               ON CONFLICT (key) DO UPDATE SET fingerprint = ?2, response = NULL, expires_at = ?3, owner = ?5
                WHERE idempotency.expires_at <= ?4
                RETURNING key""",
-                (key, fingerprint, now + pending_ttl, now),
+                (key, fingerprint, now + pending_ttl, now, owner),
             ).fetchone()
             self.db.wrote(now)
         if taken:
@@ -166,7 +218,7 @@ class SQLiteIdempotency:
             self.db.connect().execute("SELECT fingerprint, response FROM idempotency WHERE key = ?", (key,)).fetchone()
         )
         if row is None:  # expired and swept between the two statements: try again
-            return self._claim(key, fingerprint, pending_ttl)
+            return self._claim(key, fingerprint, pending_ttl, owner)
         return Claim(owned=False, fingerprint=row[0], response=row[1])
 
     def complete(self, key: str, fingerprint: str, response: str, ttl: float) -> None:
@@ -185,12 +237,31 @@ class SQLiteIdempotency:
             )
 
 
-def open_sqlite_store(url: str, namespace: str) -> Store:
+    def release_owner(self, owner: str) -> int:
+        # Its own connection and lock: the gunicorn master calls this, and forks workers after.
+        conn = sqlite3.connect(self.db.path, timeout=5.0, isolation_level=None)
+        try:
+            with open(f"{self.db.path}.lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return conn.execute(
+                    "DELETE FROM idempotency WHERE owner = ? AND response IS NULL", (owner,)
+                ).rowcount
+        finally:
+            conn.close()
+
+    def ping(self) -> bool:
+        self.db.connect().execute("SELECT count(*) FROM counters WHERE key = ''").fetchone()
+        return True
+
+
+def open_sqlite_store(url: str, namespace: str, on_reopen=lambda: None) -> Store:
     path = Path(url.removeprefix("sqlite:///"))
-    database = SQLiteDatabase(path)
+    database = SQLiteDatabase(path, on_reopen)
     return Store(
         url=url,
         limits=SQLiteLimitsStorage(database),
         idempotency=SQLiteIdempotency(database, namespace),
         errors=(sqlite3.Error, StorageError),
+        backend="sqlite",
+        is_corruption=is_corruption,
     )

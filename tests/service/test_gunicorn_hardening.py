@@ -115,7 +115,7 @@ def test_burst_over_in_flight_bound_gets_fast_503s(server):
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(200) >= 4 and statuses.count(503) >= 10
     refused = [(r, t) for r, t in outcomes if r.status_code == 503]
-    assert all(r.json()["error_code"] == "OVERLOADED" and r.headers["Retry-After"] == "1" for r, _ in refused)
+    assert all(r.json()["error_code"] == "OVERLOADED" and int(r.headers["Retry-After"]) >= 1 for r, _ in refused)
     slowest_refusal = sorted(t for _, t in refused)[len(refused) // 2]
     slowest_success = max(t for r, t in outcomes if r.status_code == 200)
     assert slowest_refusal < slowest_success  # refusals don't wait behind the work they refuse
@@ -138,6 +138,7 @@ def test_requests_that_queued_too_long_get_fast_503s():
         "TOXISERVE_API_KEYS": f"tests:{KEYS['tests']}",
         "TOXISERVE_THREADS": "1",
         "TOXISERVE_MAX_QUEUE_WAIT_MS": "100",
+        "TOXISERVE_RATE_LIMIT": "",  # 16 batches of 1,000 texts at once are over the default's texts per second
         "TOXISERVE_STORE_NAMESPACE": f"gtest-{uuid.uuid4().hex[:10]}",
     }
     heavy = {"texts": ["a fairly long sentence that takes the vectoriser some time to chew through " * 6] * 1000}
@@ -160,7 +161,7 @@ def test_requests_that_queued_too_long_get_fast_503s():
         assert set(statuses) <= {200, 503}, statuses
         assert statuses.count(200) >= 1 and statuses.count(503) >= 4, statuses
         refused = [(r, t) for r, t in outcomes if r.status_code == 503]
-        assert all(r.json()["error_code"] == "OVERLOADED" and r.headers["Retry-After"] == "1" for r, _ in refused)
+        assert all(r.json()["error_code"] == "OVERLOADED" and int(r.headers["Retry-After"]) >= 1 for r, _ in refused)
         assert all("queued" in r.json()["message"] for r, _ in refused)
         slowest_success = max(t for r, t in outcomes if r.status_code == 200)
         assert min(t for _, t in refused) < slowest_success
