@@ -7,6 +7,11 @@
 
 Every retry of a call carries the same request_id, so the server's idempotency turns retries
 into replays: a call is answered once however often it is sent.
+
+The retry budget (60 s by default) outlasts the longest the server can make a retry wait: a claim
+left by a dead host lives TOXISERVE_IDEMPOTENCY_PENDING_TTL (30 s; a dead worker's is released at
+once), a duplicate waits TOXISERVE_IDEMPOTENCY_WAIT (5 s) per attempt, and scoring stops at
+TOXISERVE_REQUEST_DEADLINE (10 s), inside the 15 s read timeout.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ RETRY_STATUSES = frozenset({429, 503})
 
 
 class ClientError(Exception):
-    """The service answered with an error (after retries, where retrying made sense)."""
+    """The service answered with an error, or could not be reached (`status` 0, `CONNECTION_FAILED`),
+    after retries where retrying made sense."""
 
     def __init__(self, status: int, error_code: str, message: str, request_id: str | None) -> None:
         super().__init__(f"{status} {error_code}: {message} (request_id={request_id})")
@@ -35,8 +41,9 @@ class ToxiserveClient:
         self,
         base_url: str,
         api_key: str,
-        timeout: float | tuple[float, float] = (2.0, 10.0),
-        max_retries: int = 4,
+        timeout: float | tuple[float, float] = (2.0, 15.0),
+        max_retries: int = 10,
+        retry_budget: float = 60.0,
         backoff_base: float = 0.1,
         backoff_cap: float = 5.0,
         max_retry_after: float = 30.0,
@@ -48,6 +55,7 @@ class ToxiserveClient:
         self.api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
+        self.retry_budget = retry_budget
         self.backoff_base, self.backoff_cap, self.max_retry_after = backoff_base, backoff_cap, max_retry_after
         self.session = session or requests.Session()
         self._sleep, self._random = sleep, random_fraction
@@ -75,26 +83,27 @@ class ToxiserveClient:
 
     def _send(self, method: str, path: str, body: dict | None, request_id: str) -> dict[str, Any]:
         headers = {"X-API-Key": self.api_key, "X-Request-ID": request_id}
+        give_up_at = time.monotonic() + self.retry_budget
         for attempt in range(self.max_retries + 1):
-            last_attempt = attempt == self.max_retries
             try:
                 response = self.session.request(
                     method, self.base_url + path, json=body, headers=headers, timeout=self.timeout
                 )
-            except (requests.ConnectionError, requests.Timeout):
-                if last_attempt:
-                    raise
-                self._sleep(self.backoff(attempt, None))
-                continue
-            if response.ok:
-                return response.json()
-            retry_after = _retry_after(response)
-            # 409 with Retry-After: the same request is still running elsewhere; its answer is coming.
-            retryable = response.status_code in RETRY_STATUSES or (response.status_code == 409 and retry_after)
-            if retryable and not last_attempt:
-                self._sleep(self.backoff(attempt, retry_after))
-                continue
-            raise _client_error(response, request_id)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                # Safe to resend: the request id makes a second delivery a replay, not a second answer.
+                error = ClientError(0, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}", request_id)
+                retry_after = None
+            else:
+                if response.ok:
+                    return response.json()
+                error, retry_after = _client_error(response, request_id), _retry_after(response)
+                # 409 with Retry-After: the same request is still running elsewhere; its answer is coming.
+                if not (response.status_code in RETRY_STATUSES or (response.status_code == 409 and retry_after)):
+                    raise error
+            delay = self.backoff(attempt, retry_after)
+            if attempt == self.max_retries or time.monotonic() + delay > give_up_at:
+                raise error
+            self._sleep(delay)
         raise AssertionError("unreachable")
 
 

@@ -93,15 +93,33 @@ def test_gives_up_after_max_retries():
     assert caught.value.status == 503 and len(server.seen) == 3 and len(sleeps) == 2
 
 
-def test_connection_errors_are_retried_then_raised():
-    import requests
-
+def test_connection_errors_are_retried_then_raised_as_client_errors():
     from .server import free_port
 
     client, sleeps = make_client(f"http://127.0.0.1:{free_port()}", max_retries=3)
-    with pytest.raises(requests.ConnectionError):
-        client.predict("x")
+    with pytest.raises(ClientError) as raised:
+        client.predict("x", request_id="down-1")
+    assert (raised.value.status, raised.value.error_code, raised.value.request_id) == (0, "CONNECTION_FAILED", "down-1")
     assert len(sleeps) == 3
+
+
+def test_retries_stop_when_the_retry_budget_is_spent():
+    from .server import free_port
+
+    # Each attempt fails at once; the budget (not max_retries) ends the retries.
+    client = ToxiserveClient(
+        f"http://127.0.0.1:{free_port()}", "k", max_retries=1000, retry_budget=0.3, backoff_base=0.05, backoff_cap=0.05
+    )
+    with pytest.raises(ClientError):
+        client.predict("x")
+
+
+def test_default_retry_budget_outlasts_what_the_server_can_make_a_retry_wait():
+    from service.config import DefaultConfig
+
+    client = ToxiserveClient("http://127.0.0.1:1", "k")
+    server_worst = DefaultConfig.IDEMPOTENCY_PENDING_TTL + DefaultConfig.IDEMPOTENCY_WAIT
+    assert client.retry_budget > server_worst and client.timeout[1] > DefaultConfig.REQUEST_DEADLINE
 
 
 def test_full_jitter_bounds():
