@@ -22,10 +22,21 @@ _MENTION = re.compile(r"@\w+")
 _WHITESPACE = re.compile(r"\s+")
 
 
+def strip_format_characters(text: str) -> str:
+    """Remove Unicode format characters (category Cf): zero-width space and joiners, word joiner,
+    soft hyphen, byte-order mark, bidirectional controls. They are invisible, so a reader sees
+    `f\u200buck` as one word, and removing them makes the model see it too (they would otherwise split
+    or hide tokens). A text of nothing else becomes empty, so it is refused as blank."""
+    if text.isascii():  # no format characters below U+0080: the common case costs one C call
+        return text
+    return "".join(char for char in text if unicodedata.category(char) != "Cf")
+
+
 def normalize_text(text: str) -> str:
-    """Canonical form of one raw text: entities decoded, NFKC, lower case, URL/@user placeholders."""
+    """Canonical form of one raw text: entities decoded, NFKC, format characters removed, lower case,
+    URL/@user placeholders."""
     # Unescape first: the raw data holds `&amp;`-style entities that would otherwise become tokens.
-    text = unicodedata.normalize("NFKC", html.unescape(text)).lower()
+    text = strip_format_characters(unicodedata.normalize("NFKC", html.unescape(text))).lower()
     text = _URL.sub(f" {URL_TOKEN} ", text)
     text = _MENTION.sub(f" {MENTION_TOKEN} ", text)
     return _WHITESPACE.sub(" ", text).strip()
@@ -66,6 +77,7 @@ _FINGERPRINT_PROBES = (
     "RT @some_user: look http://t.co/xyz www.example.com/a?b=c",
     "\uff26\uff55\uff4c\uff4c\u2003width\u00a0text",
     "MiXeD\tCase\nlines",
+    "f\u200buck y\u200cou\u2060 \ufeffsoft\u00adhyphen \u202eltr&#8203;",
     "  ",
 )
 
