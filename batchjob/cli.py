@@ -233,6 +233,13 @@ def input_options(command):
 @click.option("--summary", "summary_path", help="Also write the JSON summary to this path.")
 @click.option("--keep-text", is_flag=True, help="Keep the text column in the output.")
 @click.option(
+    "--escape-formulas/--no-escape-formulas",
+    default=True,
+    show_default=True,
+    help="CSV output: prefix cells starting with = + - @ (not signed numbers) with ' so spreadsheets "
+    "don't run them as formulas.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "dask"]),
     default="local",
@@ -264,6 +271,7 @@ def score(
     max_text_chars,
     summary_path,
     keep_text,
+    escape_formulas,
     engine,
     scheduler,
     progress_interval,
@@ -289,6 +297,7 @@ def score(
         workers=workers,
         rejects=rejects,
         keep_text=keep_text,
+        escape_formulas=escape_formulas,
         max_chars=max_text_chars,
         on_version_mismatch=job.on_version_mismatch,
     )

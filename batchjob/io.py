@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -93,14 +94,38 @@ def open_input(path: str, fmt: str | None, chunk_size: int) -> Input:
     return Input(path=path, fmt=fmt, chunk_size=chunk_size, total_rows=total)
 
 
+# Spreadsheets run a cell that starts with = + - @ (or tab, CR) as a formula: `=cmd|' /C calc'!A0`
+# in a tweet becomes code on the analyst's machine. OWASP's remedy: prefix such cells with a quote.
+# A signed number ("-3", "+1.5") is left alone, so numeric columns read as strings stay numbers.
+_FORMULA_START = r"^[=@\t\r+-]"
+_SIGNED_NUMBER = r"^[+-][0-9.]*$"
+
+
+def escape_formulas(table: pa.Table) -> pa.Table:
+    """Every string cell that a spreadsheet would run as a formula, prefixed with `'`."""
+    for index, column in enumerate(table.columns):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        risky = pc.and_(
+            pc.match_substring_regex(column, _FORMULA_START), pc.invert(pc.match_substring_regex(column, _SIGNED_NUMBER))
+        )
+        risky = pc.fill_null(risky, False)
+        if pc.any(risky).as_py():
+            escaped = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+            table = table.set_column(index, table.field(index), escaped)
+    return table
+
+
 class AtomicTableWriter:
     """Writes tables to a temporary file beside `path`; only `commit()` renames it into place.
 
-    A failed or interrupted job therefore never leaves a partial file at `path`.
+    A failed or interrupted job therefore never leaves a partial file at `path`. CSV output escapes
+    formula-like cells (`escape_formulas`) unless told not to.
     """
 
-    def __init__(self, path: str, fmt: str) -> None:
+    def __init__(self, path: str, fmt: str, escape_csv_formulas: bool = True) -> None:
         self.path, self.fmt = Path(path), fmt
+        self.escape = escape_csv_formulas and fmt == "csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
         os.close(fd)
@@ -110,6 +135,8 @@ class AtomicTableWriter:
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
+        if self.escape:
+            table = escape_formulas(table)
         if self._writer is None:
             self._schema = table.schema
             if self.fmt == "parquet":

@@ -40,6 +40,7 @@ class ScoreJob:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     rejects: str | None = None
     keep_text: bool = False
+    escape_formulas: bool = True  # CSV output: prefix cells a spreadsheet would run as formulas with '
     max_chars: int = MAX_TEXT_CHARS
     on_version_mismatch: str = "error"
 
@@ -134,8 +135,8 @@ def run_local(job: ScoreJob, progress_interval: float = 10.0) -> dict:
 def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_interval: float) -> Counts:
     source = open_input(job.input, job.input_format, job.chunk_size)
     out_fmt = detect_format(job.output, job.output_format)
-    output = AtomicTableWriter(job.output, out_fmt)
-    rejects = AtomicTableWriter(job.rejects_path(), out_fmt)
+    output = AtomicTableWriter(job.output, out_fmt, job.escape_formulas)
+    rejects = AtomicTableWriter(job.rejects_path(), out_fmt, job.escape_formulas)
     counts = Counts()
     progress = Progress(source.total_rows, interval=progress_interval)
     pending: deque = deque()  # (table, first row number, scores or a Future of them), in input order
