@@ -246,3 +246,38 @@ def test_killed_job_leaves_no_output(tmp_path, sig):
         assert not list(tmp_path.glob(".*partial"))  # cleaned up
     else:
         assert proc.returncode == -signal.SIGKILL
+
+
+FORMULAS = ["=cmd|' /C calc'!A0", "+SUM(1,2)", "-1+2", "@import", "-3.5", "+7", "plain text"]
+
+
+def formula_input(tmp_path) -> Path:
+    path = tmp_path / "formulas.csv"
+    pd.DataFrame({"text": FORMULAS, "note": FORMULAS}).to_csv(path, index=False)
+    return path
+
+
+def test_csv_output_escapes_formula_cells_by_default(runner, tmp_path):
+    out = tmp_path / "out.csv"
+    result = invoke(runner, formula_input(tmp_path), "--output", out, "--keep-text")
+    assert result.exit_code == 0, result.output
+    frame = read(out)
+    escaped = ["'=cmd|' /C calc'!A0", "'+SUM(1,2)", "'-1+2", "'@import", "-3.5", "+7", "plain text"]
+    assert frame["text"].tolist() == escaped and frame["note"].tolist() == escaped  # every string column
+    assert frame["score"].astype(float).between(0, 1).all()
+
+
+def test_no_escape_formulas_writes_cells_verbatim_in_a_subprocess(tmp_path):
+    out = tmp_path / "out.csv"
+    args = ["--model-dir", str(SHIPPED_MODELS), "score", str(formula_input(tmp_path)), "--output", str(out)]
+    result = run_batchjob(*args, "--keep-text", "--no-escape-formulas")
+    assert result.returncode == 0, result.stderr
+    assert read(out)["text"].tolist() == FORMULAS
+    escaped = run_batchjob(*args[:-1], str(tmp_path / "esc.csv"), "--keep-text")
+    assert escaped.returncode == 0 and read(tmp_path / "esc.csv")["text"].tolist()[0] == "'=cmd|' /C calc'!A0"
+
+
+def test_parquet_output_is_never_escaped(runner, tmp_path):
+    out = tmp_path / "out.parquet"
+    assert invoke(runner, formula_input(tmp_path), "--output", out, "--keep-text").exit_code == 0
+    assert read(out)["text"].tolist() == FORMULAS

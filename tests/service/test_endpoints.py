@@ -88,3 +88,14 @@ def test_models_endpoint_reports_manifests(client, shipped_registry):
         assert by_version[version]["metrics"] == manifest["metrics"]["test"]
         assert by_version[version]["role"] == role
     assert response.json["canary_percent"] == 10.0
+
+
+def test_zero_width_characters_do_not_lower_a_score(client):
+    plain = post(client, "/v1/predict", {"text": "fuck you"}).json["score"]
+    hidden = post(client, "/v1/predict", {"text": "f\u200buck y\u200bou"}).json["score"]
+    assert hidden == plain
+
+
+def test_a_text_of_only_zero_width_characters_is_refused_as_blank(client):
+    response = post(client, "/v1/predict", {"text": "\u200b\u200b\u200d"})
+    assert response.status_code == 422 and response.json["details"] == {"text": ["blank"]}

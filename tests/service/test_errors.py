@@ -33,7 +33,9 @@ def test_invalid_json(client):
 
 
 def test_deeply_nested_json_is_invalid_json(client):
-    response = client.post("/v1/predict", data="[" * 50_000 + "]" * 50_000, content_type="application/json", headers=AUTH)
+    response = client.post(
+        "/v1/predict", data="[" * 50_000 + "]" * 50_000, content_type="application/json", headers=AUTH
+    )
     assert_error(response, 400, "INVALID_JSON", "request body nests too deeply")
 
 

@@ -97,7 +97,9 @@ def test_a_worker_killed_mid_batch_loses_no_request(backend, shipped_registry):
             request_id = f"kill-{attempt}"
             answer = {}
             call = threading.Thread(
-                target=lambda rid=request_id: answer.update(client.batch_predict(texts, "v2", request_id=rid))
+                target=lambda rid=request_id, answer=answer: answer.update(
+                    client.batch_predict(texts, "v2", request_id=rid)
+                )
             )
             call.start()
             find = (
@@ -131,7 +133,11 @@ def test_a_worker_killed_mid_batch_loses_no_request(backend, shipped_registry):
 
 def test_a_deleted_store_file_does_not_split_the_workers():
     store = Path(tempfile.mkdtemp(prefix="toxiserve-deleted-")) / "store.sqlite3"
-    env = {"TOXISERVE_API_KEYS": f"tests:{KEY}", "TOXISERVE_RATE_LIMIT": "", "TOXISERVE_STORE_URL": f"sqlite:///{store}"}
+    env = {
+        "TOXISERVE_API_KEYS": f"tests:{KEY}",
+        "TOXISERVE_RATE_LIMIT": "",
+        "TOXISERVE_STORE_URL": f"sqlite:///{store}",
+    }
     with Server(env, workers=2) as server:
 
         def fresh(body):
@@ -263,4 +269,3 @@ def test_counters_survive_sighup_and_the_metrics_directory_goes_with_the_master(
     finally:
         server.stop()
     assert not os.path.exists(directory)
-

@@ -137,7 +137,11 @@ def test_declared_length_over_the_cap_is_413_before_the_body_is_sent(server):
     ("payload", "status", "error_code"),
     [
         (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI_TOO_LONG"),
-        (b"GET /readyz HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n", 431, "HEADERS_TOO_LARGE"),
+        (
+            b"GET /readyz HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n",
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
         (b"GET /readyz HTTP/1.1\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n", 431, "HEADERS_TOO_LARGE"),
         (b"NOT A REQUEST LINE\r\n\r\n", 400, "MALFORMED_REQUEST"),
         (b"GET /readyz HTTP/9.9\r\nHost: x\r\n\r\n", 400, "MALFORMED_REQUEST"),

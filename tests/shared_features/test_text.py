@@ -45,3 +45,22 @@ def test_fingerprint_is_stable_and_tracks_behaviour(monkeypatch):
     assert first == feature_fingerprint()
     monkeypatch.setattr("shared_features.text._MENTION", __import__("re").compile(r"@nothing-matches-this"))
     assert feature_fingerprint() != first
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("f\u200buck y\u200bou", "fuck you"),  # zero-width space inside words
+        ("a\u200cb\u200dc\u2060d\ufeffe", "abcde"),  # ZWNJ, ZWJ, word joiner, BOM
+        ("soft\u00adhyphen", "softhyphen"),
+        ("\u202eevil\u202c text", "evil text"),  # bidirectional controls
+        ("zero&#8203;width", "zerowidth"),  # an entity that decodes to one
+        ("caf\u00e9 \u00fcber", "caf\u00e9 \u00fcber"),  # letters are kept
+    ],
+)
+def test_format_characters_are_removed(raw, expected):
+    assert normalize_text(raw) == expected
+
+
+def test_a_text_of_only_format_characters_is_blank():
+    assert rejection_reason("\u200b\u200c\u200d\u2060\ufeff") == "blank"
