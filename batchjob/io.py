@@ -107,11 +107,13 @@ def escape_formulas(table: pa.Table) -> pa.Table:
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             continue
         risky = pc.and_(
-            pc.match_substring_regex(column, _FORMULA_START), pc.invert(pc.match_substring_regex(column, _SIGNED_NUMBER))
+            pc.match_substring_regex(column, _FORMULA_START),
+            pc.invert(pc.match_substring_regex(column, _SIGNED_NUMBER)),
         )
         risky = pc.fill_null(risky, False)
         if pc.any(risky).as_py():
-            escaped = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+            quote, empty = pa.scalar("'", column.type), pa.scalar("", column.type)
+            escaped = pc.if_else(risky, pc.binary_join_element_wise(quote, column, empty), column)
             table = table.set_column(index, table.field(index), escaped)
     return table
 

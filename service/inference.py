@@ -139,7 +139,7 @@ class InferenceService:
         scores, oov = [], []
         for begin, end in _chunks(normalised) if deadline is not None else [(0, len(raw))]:
             if deadline is not None:
-                deadline.check()  # before each chunk: a request whose time or client is gone stops here
+                deadline.check(client_too=begin > 0)  # a request whose time or client is gone stops here
             try:
                 chunk_scores, chunk_oov = model.score_with_oov(normalised[begin:end], raw[begin:end])
             except Exception as exc:  # a model bug must not become a 500 with a traceback
@@ -160,8 +160,8 @@ class InferenceService:
     def _learn_cost(self, version: str, seconds: float, chars: int) -> None:
         """Seconds per normalised character, a moving average per version: what the gunicorn worker
         multiplies a queued request's size by to tell whether it can start soon."""
-        if chars < 64:
-            return  # fixed per-call overhead would dominate
+        if chars < 2000:
+            return  # small calls: fixed per-call overhead dominates, and they are not what queues up
         observed = seconds / chars
         previous = self.seconds_per_char.get(version)
         self.seconds_per_char[version] = observed if previous is None else 0.8 * previous + 0.2 * observed
@@ -192,7 +192,7 @@ class InferenceService:
         for model in self.models.values():
             text = "warm up the pipeline @user http://example.com"
             model.score_normalised([self.screen(text)], [text])  # not via _score: no metrics, no drift
-            texts = [text * 20] * 8
+            texts = [text * 20] * 8  # ~7,000 characters: a few milliseconds per model
             started = time.perf_counter()
             normalised = [self.screen(t) for t in texts]
             model.score_normalised(normalised, texts)

@@ -191,7 +191,9 @@ class RateLimiter:
                 if cost > item.amount:
                     message = f"a request of {cost} texts exceeds this API key's whole limit of {item}; split it"
                 else:
-                    message = f"rate limit {item} exceeded for this API key ({cost} texts asked, {decision.remaining} left)"
+                    message = (
+                        f"rate limit {item} exceeded for this API key ({cost} texts asked, {decision.remaining} left)"
+                    )
                 error = RateLimitedError(message)
                 error.headers = decision.headers(denied=True)
                 raise error

@@ -197,7 +197,11 @@ class QueueTimedThreadWorker(ThreadWorker):
         if framing is Framing.NEED_MORE:
             if self.buffered_bytes > BUFFER_BUDGET_BYTES:
                 self._refuse(
-                    conn, 503, "OVERLOADED", "server is buffering too much request data; retry shortly", {"Retry-After": "1"}
+                    conn,
+                    503,
+                    "OVERLOADED",
+                    "server is buffering too much request data; retry shortly",
+                    {"Retry-After": "1"},
                 )
                 return True
             if pending.expects_continue and pending.awaiting_body():
@@ -213,12 +217,19 @@ class QueueTimedThreadWorker(ThreadWorker):
         self._stop_reading(conn)
         request_bytes = pending.without_expect() if pending.expects_continue else bytes(pending.data)
         cost = self._estimated_seconds(len(request_bytes))
-        if self.max_queue_wait and self.requests_queued >= self.cfg.threads and self.work_ahead > self.max_queue_wait:
+        if (
+            self.max_queue_wait
+            and self.requests_queued >= self.cfg.threads
+            and self.work_ahead > self.max_queue_wait
+            and request_bytes.startswith(b"POST ")  # scoring; probes, metrics and docs are GETs
+        ):
             # Every thread is taken and the work ahead (held or queued here) outlasts the queue-wait
             # bound: this request cannot start soon. Say so now, not after it waited in the queue.
             metrics.OVERLOADED.inc()
             retry_after = {"Retry-After": str(max(1, math.ceil(self.work_ahead)))}
-            self._refuse(conn, 503, "OVERLOADED", "this worker has more work queued than it can start soon", retry_after)
+            self._refuse(
+                conn, 503, "OVERLOADED", "this worker has more work queued than it can start soon", retry_after
+            )
             return True
         self.work_ahead += cost
         conn.toxiserve_cost = cost
@@ -327,10 +338,10 @@ class QueueTimedThreadWorker(ThreadWorker):
 
     def handle_error(self, req, client, addr, exc) -> None:
         """gunicorn's refusals as the JSON error contract (gunicorn writes an HTML page)."""
-        for error_class, status, error_code, message in _PARSE_ERRORS:
-            if isinstance(exc, error_class):
-                self.log.warning("invalid request: %s %s (%s)", status, error_code, type(exc).__name__)
-                break
+        known = next((entry for entry in _PARSE_ERRORS if isinstance(exc, entry[0])), None)
+        if known is not None:
+            _, status, error_code, message = known
+            self.log.warning("invalid request: %s %s (%s)", status, error_code, type(exc).__name__)
         else:
             self.log.exception("error handling request")
             status, error_code, message = 500, "INTERNAL_ERROR", "internal error"

@@ -59,9 +59,8 @@ class Store:
 
 def open_store(url: str, namespace: str, timeout: float = 0.25) -> Store:
     if url.startswith("sqlite:///"):
-        from .sqlite import open_sqlite_store
-
         from .. import metrics
+        from .sqlite import open_sqlite_store
 
         return open_sqlite_store(url, namespace, on_reopen=metrics.STORE_ERRORS.labels("file_replaced").inc)
     if url.startswith(("redis://", "rediss://", "unix://")):

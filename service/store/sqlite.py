@@ -87,7 +87,9 @@ class SQLiteDatabase:
             local.checked_at = now
             if _file_identity(self.path) == local.identity:
                 return conn
-            log.error("store file %s was deleted or replaced; reopening it (limits and idempotency start afresh)", self.path)
+            log.error(
+                "store file %s was deleted or replaced; reopening it (limits and idempotency start afresh)", self.path
+            )
             self.on_reopen()
             conn.close()
             self._create()
@@ -236,16 +238,13 @@ class SQLiteIdempotency:
                 "DELETE FROM idempotency WHERE key = ? AND fingerprint = ? AND response IS NULL", (key, fingerprint)
             )
 
-
     def release_owner(self, owner: str) -> int:
         # Its own connection and lock: the gunicorn master calls this, and forks workers after.
         conn = sqlite3.connect(self.db.path, timeout=5.0, isolation_level=None)
         try:
             with open(f"{self.db.path}.lock", "a+") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                return conn.execute(
-                    "DELETE FROM idempotency WHERE owner = ? AND response IS NULL", (owner,)
-                ).rowcount
+                return conn.execute("DELETE FROM idempotency WHERE owner = ? AND response IS NULL", (owner,)).rowcount
         finally:
             conn.close()
 
