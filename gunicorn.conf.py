@@ -39,41 +39,45 @@ else:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[_METRICS_OWNER] = f"{os.getpid()}:{'own' if _own_metrics_dir else 'given'}"
 
+# Settings are declared once, in service/settings.py (imported only now: the metrics directory must
+# be in the environment before anything imports prometheus_client).
+from service.settings import process_setting  # noqa: E402
+
 # 12-factor: the platform says where to listen; 0.0.0.0 so a container's port mapping reaches us.
-bind = f"{os.environ.get('TOXISERVE_BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+bind = f"{process_setting('BIND_HOST')}:{process_setting('PORT')}"
 
 # Scoring is CPU-bound: about two workers per core; capped so a big host doesn't fork dozens of model copies.
-workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8)))
+workers = process_setting("WEB_CONCURRENCY")
 
 # Threads let a worker keep connections alive and overlap I/O (store round trips, slow clients);
 # scoring still takes turns on the GIL, so past a few threads they only add contention: 4 threads
 # served ~1.7x the requests/s of 48 at 32 connections (wrk, TOXISERVE_THREADS varied; README,
-# Performance). Excess requests wait in the worker's queue; QueueTimedThreadWorker measures that
-# wait, and the app answers 503 OVERLOADED at once to one that waited past TOXISERVE_MAX_QUEUE_WAIT_MS.
+# Performance). The worker class reads each request whole before a thread sees it, refuses at once
+# work that cannot start soon, and measures each request's wait for a thread (service/wsgi_server.py).
 worker_class = "service.wsgi_server.QueueTimedThreadWorker"
-threads = int(os.environ.get("TOXISERVE_THREADS", "4"))
+threads = process_setting("THREADS")
 
 # Load models once in the master; workers share the pages copy-on-write and start already warm.
 preload_app = True
 
 # A request that takes this long is stuck, not slow: the worker is killed and replaced.
-timeout = int(os.environ.get("TOXISERVE_WORKER_TIMEOUT", "30"))
+timeout = process_setting("WORKER_TIMEOUT")
 
 # SIGTERM: this long for in-flight requests to finish before workers are killed.
-graceful_timeout = int(os.environ.get("TOXISERVE_GRACEFUL_TIMEOUT", "20"))
+graceful_timeout = process_setting("GRACEFUL_TIMEOUT")
 
 # Behind a load balancer that reuses connections, keep them a little longer than it does.
 keepalive = 5
 
 # Recycle workers now and then to bound slow leaks; jitter so they don't all restart at once.
-max_requests = int(os.environ.get("TOXISERVE_MAX_REQUESTS", "20000"))
+max_requests = process_setting("MAX_REQUESTS")
 max_requests_jitter = max_requests // 10
 
 # The app writes one JSON line per request itself (with request id, model, key id); no second access log.
 accesslog = None
 logger_class = "service.wsgi_server.AppLogsRequestsLogger"
 errorlog = "-"
-loglevel = os.environ.get("TOXISERVE_LOG_LEVEL", "info").lower()
+loglevel = process_setting("LOG_LEVEL").lower()
 # gunicorn's own messages as JSON lines on stdout too, so one parser reads everything.
 logconfig_dict = {
     "version": 1,

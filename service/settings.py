@@ -87,7 +87,7 @@ def _model_root() -> str:
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # --- models ---
-    S("MODEL_DIR", _model_root, "the only directory models are loaded from", readme_default="models/"),
+    S("MODEL_DIR", _model_root, "the only directory models are loaded from", readme_default="`models/`"),
     S("MODEL_NAME", "toxicity", "model under the model dir"),
     S("STABLE_VERSION", "v1", "artifact behind `/v1` and the router's stable arm"),
     S("CANARY_VERSION", "v2", "artifact behind `/v2` and the router's canary arm"),
@@ -304,3 +304,23 @@ def settings_from(config: dict) -> ServiceSettings:
 def process_setting(name: str) -> Any:
     """One gunicorn or gRPC process setting, from the environment (gunicorn.conf.py, grpc_server)."""
     return BY_NAME[name].from_environment()
+
+
+def _shown(setting: Setting) -> str:
+    if setting.readme_default:
+        return setting.readme_default
+    value = setting.default
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if value == {}:
+        return "`{}`"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """The README's configuration table (`python -m service.print_settings` prints it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{s.env}` | {_shown(s)} | {s.doc} |" for s in SETTINGS]
+    return "\n".join(rows)

@@ -1,0 +1,43 @@
+"""Settings are declared once (service.settings); the README's table and every view derive from it."""
+
+from pathlib import Path
+
+import pytest
+
+from service import create_app
+from service.config import ConfigError, DefaultConfig
+from service.settings import SETTINGS, markdown_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_table_is_the_declared_settings():
+    assert markdown_table() in README.read_text(), "README's table is stale: paste `python -m service.settings`"
+
+
+def test_every_setting_the_app_reads_has_a_flask_default():
+    for setting in SETTINGS:
+        if setting.env == f"TOXISERVE_{setting.name}":
+            assert hasattr(DefaultConfig, setting.name)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"MAX_BATCH_SIZE": 0}, "TOXISERVE_MAX_BATCH_SIZE must be between"),
+        ({"STORE_FAILURE_MODE": "sideways"}, "TOXISERVE_STORE_FAILURE_MODE must be one of"),
+        ({"REQUEST_DEADLINE": "soon"}, "TOXISERVE_REQUEST_DEADLINE must be a number"),
+        ({"RATE_LIMITS_PER_KEY": "[1]"}, "TOXISERVE_RATE_LIMITS_PER_KEY must be a JSON object"),
+        ({"GRPC_PORT": 70000}, "TOXISERVE_GRPC_PORT must be between"),
+    ],
+)
+def test_a_bad_value_stops_the_service_naming_its_variable(override, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app({"TESTING": True, "API_KEYS": "t:k", **override})
+
+
+def test_process_settings_reach_the_typed_view(monkeypatch):
+    monkeypatch.setenv("PORT", "9123")
+    monkeypatch.setenv("TOXISERVE_GRPC_THREADS", "3")
+    settings = create_app({"TESTING": True, "API_KEYS": "t:k", "GRPC_THREADS": 3}).extensions["toxiserve"].settings
+    assert (settings.port, settings.grpc_threads, settings.max_queue_wait) == (9123, 3, 0.5)
