@@ -12,7 +12,7 @@ from .auth import ApiKeys
 from .config import ConfigError, DefaultConfig, settings_from
 from .openapi import bp as docs_bp
 from .state import ServiceState
-from .views.common import add_guard_headers, enter_in_flight, leave_in_flight
+from .views.common import add_guard_headers
 from .views.health import bp as health_bp
 from .views.models import list_models, model_drift
 from .views.oip import bp as oip_bp
@@ -34,7 +34,7 @@ def load_config(config: dict[str, Any] | None = None, root_path: str | None = No
 def build_service(config: Config) -> ServiceState:
     """Validated settings, keys and store, with logging configured; models are not loaded yet."""
     settings = settings_from(config)
-    logs.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level.upper())
     api_keys = ApiKeys.from_settings(config["API_KEYS"], config["API_KEYS_FILE"])
     if not api_keys and not settings.auth_disabled:
         raise ConfigError(
@@ -45,10 +45,8 @@ def build_service(config: Config) -> ServiceState:
 
 
 def begin_request() -> None:
-    """Every request, in this order: its clock, its id (so even a refusal carries one), its slot."""
-    logs.start_timer()
-    request_context.assign_request_id()
-    enter_in_flight()
+    """Every request: its Call (clock and id, so even a refusal carries one)."""
+    request_context.begin_call()
 
 
 def finish_response(response):
@@ -65,7 +63,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["toxiserve"] = service
 
     app.before_request(begin_request)
-    app.teardown_request(leave_in_flight)
     app.after_request(finish_response)
     errors.register_error_handlers(app)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, has_request_context, jsonify
+from flask import Flask, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from shared_features.errors import ModelError, ToxiserveError, UnprocessableError
 
-from .request_context import current_request_id
+from .request_context import current_call, current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,9 @@ def error_response(error: ToxiserveError, headers: dict | None = None):
     body = {"error_code": error.error_code, "message": error.message, "request_id": current_request_id()}
     if error.details is not None:
         body["details"] = error.details
-    if has_request_context():
-        g.error_code = error.error_code  # for the request log line
+    call = current_call()
+    if call is not None:
+        call.error_code = error.error_code  # for the request log line
     response = jsonify(body)
     response.status_code = error.status
     response.headers.update(headers or {})

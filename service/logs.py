@@ -14,9 +14,6 @@ from .request_context import current_request_id
 
 request_log = logging.getLogger("toxiserve.request")
 
-# Only these per-request facts are logged; the request body never is.
-REQUEST_FIELDS = ("model_version", "arm", "key_id", "text_length", "text_count", "error_code", "replayed")
-
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -48,24 +45,15 @@ def configure_logging(level: str = "INFO") -> None:
     root.addHandler(handler)
 
 
-def start_timer() -> None:
-    g.started = time.perf_counter()
-
-
 def log_request(response):
-    """after_request: the one line per request, and its HTTP metrics."""
-    request_globals, current = g._get_current_object(), request._get_current_object()  # one lookup each
-    started = request_globals.get("started")
-    elapsed = time.perf_counter() - started if started else 0.0
+    """after_request: the one line per request (the Call's facts), and its HTTP metrics."""
+    call, current = g.call, request._get_current_object()  # one context lookup each
+    elapsed = time.perf_counter() - call.started
     route = current.url_rule.rule if current.url_rule else "unmatched"  # bounded label values
     status = response.status_code
     metrics.child(metrics.HTTP_REQUESTS, route, current.method, str(status)).inc()
     metrics.child(metrics.HTTP_DURATION, route, current.method).observe(elapsed)
     fields = {"route": route, "method": current.method, "status": status, "latency_ms": round(elapsed * 1000, 3)}
-    for name in REQUEST_FIELDS:
-        value = request_globals.get(name)
-        if value is not None:
-            fields[name] = value
-    fields["request_id"] = request_globals.get("request_id")  # spares the filter its context lookup
+    fields.update(call.log_fields())  # the request id too: spares the filter its context lookup
     request_log.info("request", extra=fields)
     return response

@@ -81,6 +81,9 @@ ABANDONED_WORK = Counter(
 STORE_CIRCUIT_OPEN = Gauge(
     "store_circuit_open", "1 while a process has stopped calling the failing store", multiprocess_mode="livemax"
 )
+REQUESTS_REFUSED = Counter(
+    "requests_refused", "Requests refused by admission, alike on every transport", ["error_code"]
+)
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays", "Requests answered from the idempotency store")
 IN_FLIGHT = Gauge("in_flight_requests", "Requests being handled now", multiprocess_mode="livesum")
 MODEL_INFO = Gauge("model_info", "1 for each loaded model", ["name", "version", "sha256"], multiprocess_mode="max")

@@ -182,6 +182,20 @@ class RateLimiter:
             return None
         return self.policy.call("rate_limit", self._charge, items, key_id, cost)
 
+    def refund(self, key_id: str, cost: int) -> None:
+        """Give back what `check` charged, for a request the service then refused for its own state
+        (still loading, overloaded): a client told to retry must not pay for every try."""
+        for item in self.limits_for(key_id):
+            key = item.key_for(self.namespace, key_id)
+            with self._lock:
+                lease = self._leases.get(key)
+                if lease is not None and lease.reset_at > time.time():
+                    lease.tokens += cost
+                    continue
+            storage = self.strategy.storage
+            if hasattr(storage, "incr_with_expiry"):
+                self.policy.call("rate_limit", storage.incr_with_expiry, key, item.get_expiry(), -cost)
+
     def _charge(self, items: list[limits.RateLimitItem], key_id: str, cost: int) -> RateDecision:
         tightest = None
         for item in items:

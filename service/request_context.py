@@ -9,6 +9,8 @@ from flask import g, has_request_context, request
 
 from shared_features.errors import UnprocessableError
 
+from .call import Call
+
 REQUEST_ID_HEADER = "X-Request-ID"
 # Printable, log-safe, bounded: ids end up in logs, headers and store keys.
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -19,12 +21,12 @@ def is_valid_request_id(value: str) -> bool:
     return bool(REQUEST_ID_PATTERN.match(value))
 
 
-def assign_request_id() -> None:
-    """before_request: a usable id exists before the body is parsed, so early errors carry one."""
+def begin_call() -> None:
+    """before_request: the request's Call, with a usable id before the body is parsed, so early
+    errors carry one."""
     header = request.headers.get(REQUEST_ID_HEADER)
     valid = header is not None and is_valid_request_id(header)
-    g.request_id = header if valid else uuid.uuid4().hex
-    g.client_request_id = valid
+    g.call = Call("http", header if valid else uuid.uuid4().hex, client_request_id=valid)
     g.malformed_request_id_header = header is not None and not valid
 
 
@@ -33,22 +35,25 @@ def adopt_request_id(body_value: str | None) -> str:
 
     Silently replacing a malformed id would break the client's retries (idempotency keys on it).
     """
+    call = g.call
     if body_value is not None:
         if not is_valid_request_id(body_value):
             raise UnprocessableError(f"request_id must be {REQUEST_ID_RULE}", details={"request_id": ["malformed"]})
-        g.request_id = body_value
-        g.client_request_id = True
+        call.request_id, call.client_request_id = body_value, True
     elif g.get("malformed_request_id_header"):
         raise UnprocessableError(
             f"{REQUEST_ID_HEADER} must be {REQUEST_ID_RULE}", details={"request_id": ["malformed"]}
         )
-    return g.request_id
+    return call.request_id
+
+
+def current_call() -> Call | None:
+    return g.get("call") if has_request_context() else None
 
 
 def current_request_id() -> str | None:
-    if has_request_context():
-        return g.get("request_id")
-    return None
+    call = current_call()
+    return call.request_id if call is not None else None
 
 
 def echo_request_id(response):

@@ -12,6 +12,7 @@ from . import metrics
 from .auth import ApiKeys
 from .backpressure import InFlightLimiter
 from .config import ConfigError, ServiceSettings
+from .dataplane import DataPlane
 from .idempotency import Idempotency
 from .inference import InferenceService
 from .ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
@@ -48,6 +49,7 @@ class ServiceState:
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        self.dataplane = DataPlane(self)
         self.idempotency = Idempotency(
             self.store.idempotency,
             policy,

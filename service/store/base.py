@@ -11,6 +11,12 @@ from limits.storage import Storage
 from shared_features.errors import ToxiserveError
 
 
+# Idempotency records live under "<namespace>:idem2:<key id>:<request id>". The 2: the data plane
+# fingerprints (operation, texts, version) since this version, so ids stored by an older one are
+# not compared with it (they would conflict with their own retries); they expire on their own.
+IDEMPOTENCY_PREFIX = "idem2"
+
+
 class StoreUnavailableError(ToxiserveError):
     """The shared store cannot be reached and the service is configured to fail closed."""
 

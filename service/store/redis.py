@@ -9,7 +9,7 @@ import redis
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
-from .base import Claim, Store
+from .base import IDEMPOTENCY_PREFIX, Claim, Store
 
 # Take the id if free and file it under its owner (a process), or return what holds it: one round
 # trip either way. The owner's set lets the gunicorn master free a dead worker's claims at once.
@@ -83,7 +83,7 @@ class RedisLimitsStorage(RedisStorage):
 class RedisIdempotency:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
-        self.prefix = f"{namespace}:idem:"
+        self.prefix = f"{namespace}:{IDEMPOTENCY_PREFIX}:"
         self.owners_prefix = f"{namespace}:idem-owner:"
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)

@@ -14,7 +14,7 @@ from pathlib import Path
 from limits.errors import StorageError
 from limits.storage import Storage
 
-from .base import Claim, Store
+from .base import IDEMPOTENCY_PREFIX, Claim, Store
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class SQLiteLimitsStorage(Storage):
 class SQLiteIdempotency:
     def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
         self.db = database
-        self.prefix = f"{namespace}:idem:"  # as in Redis: services sharing one file never see each other's ids
+        self.prefix = f"{namespace}:{IDEMPOTENCY_PREFIX}:"  # as in Redis: services sharing one file never see each other's ids
 
     def claim(self, key: str, fingerprint: str, pending_ttl: float, owner: str) -> Claim:
         return self._claim(self.prefix + key, fingerprint, pending_ttl, owner)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from .common import state
+from .common import dataplane, state
 
 
 def model_drift(version: str):
     """GET /v1/models/<version>/drift: PSI of live traffic against the training reference."""
-    service = state()
-    model = service.inference.model(version)
-    return jsonify(service.inference.drift.report(model, service.settings.drift_psi_threshold))
+    inference = dataplane().inference()
+    return jsonify(inference.drift.report(inference.model(version), state().settings.drift_psi_threshold))
 
 
 def list_models():
-    service = state()
-    return jsonify(models=service.inference.describe(), canary_percent=service.inference.canary_percent)
+    inference = dataplane().inference()
+    return jsonify(models=inference.describe(), canary_percent=inference.canary_percent)

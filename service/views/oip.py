@@ -1,26 +1,43 @@
 """Open Inference Protocol (KServe V2) REST endpoints, beside /v2/predict and /v2/batch_predict.
 
-Spec: kserve/open-inference-protocol, specification/protocol/inference_rest.md. Errors take the
-spec's shape {"error": "..."} (with our error_code and request_id as extra fields). The OIP `id`
-is the request id: it gets the same idempotency as everywhere else.
+Spec: kserve/open-inference-protocol, specification/protocol/inference_rest.md, with the binary
+tensor data extension that tritonclient uses by default: `Inference-Header-Content-Length` splits a
+body into its JSON header and raw tensors, `binary_data_size` sizes an input or output, and
+`binary_data` / `binary_data_output` ask for binary outputs. Bodies come as application/json,
+application/octet-stream, or with no Content-Type at all. Errors take the spec's shape
+{"error": "..."} (with our error_code and request_id beside it). The OIP `id` is the request id:
+it gets the same idempotency as everywhere else.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 
 from shared_features.errors import ToxiserveError
 
-from ..errors import EmptyBatchError, InvalidPayloadError, NotFoundError, error_response
+from ..errors import InvalidJsonError, InvalidPayloadError, NotFoundError, UnsupportedMediaTypeError, error_response
+from ..inference import Prediction
+from ..oip_tensors import (
+    EXTENSIONS,
+    INPUT,
+    OUTPUTS,
+    check_input,
+    decode_bytes_elements,
+    invalid,
+    json_texts,
+    output_tensors,
+    raw_output,
+    wanted_outputs,
+)
 from ..readiness import READY
 from ..request_context import adopt_request_id
-from .common import admit, authenticate, idempotent, load_body, state
+from .common import authenticate, call, client_gone, dataplane, parse_json, read_body, state
 
 bp = Blueprint("oip", __name__, url_prefix="/v2")
 PLATFORM = "scikit-learn"
-INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-OUTPUTS = [{"name": "score", "datatype": "FP64", "shape": [-1]}, {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BODY_TYPES = ("", "application/json", "application/octet-stream")
 PROTECTED = frozenset({"oip.infer", "oip.infer_version"})
 
 
@@ -28,7 +45,7 @@ class _TensorSchema(Schema):
     name = fields.String(required=True)
     shape = fields.List(fields.Integer(), required=True)
     datatype = fields.String(required=True)
-    data = fields.Raw(required=True)
+    data = fields.Raw()  # absent when the tensor comes as binary (parameters.binary_data_size)
     parameters = fields.Dict()
 
 
@@ -77,8 +94,8 @@ def _metadata(versions: list[str]) -> dict:
         "name": state().settings.model_name,
         "versions": versions,
         "platform": PLATFORM,
-        "inputs": INPUTS,
-        "outputs": OUTPUTS,
+        "inputs": [INPUT],
+        "outputs": list(OUTPUTS),
     }
 
 
@@ -101,19 +118,19 @@ def server_metadata():
         server_version = version("toxiserve")
     except PackageNotFoundError:
         server_version = "unknown"
-    return jsonify(name="toxiserve", version=server_version, extensions=[])
+    return jsonify(name="toxiserve", version=server_version, extensions=EXTENSIONS)
 
 
 @bp.get("/models/<model_name>")
 def model_metadata(model_name: str):
     _model_name_checked(model_name)
-    return jsonify(_metadata(list(state().inference.models)))
+    return jsonify(_metadata(list(dataplane().inference().models)))
 
 
 @bp.get("/models/<model_name>/versions/<version>")
 def model_version_metadata(model_name: str, version: str):
     _model_name_checked(model_name)
-    state().inference.model(version)
+    dataplane().inference().model(version)
     return jsonify(_metadata([version]))
 
 
@@ -123,75 +140,93 @@ def model_ready(model_name: str, version: str | None = None):
     _model_name_checked(model_name)
     service = state()
     if version is not None:
-        service.inference.model(version)
+        dataplane().inference().model(version)
     is_ready = service.readiness.state == READY
     return jsonify(name=model_name, ready=is_ready), 200 if is_ready else 503
 
 
-def _texts(body: dict) -> list[str]:
-    """The one input, `text`: BYTES, shape [N] or [N, 1], N strings."""
+def _request() -> tuple[dict, bytes]:
+    """The inference request's JSON header and the raw tensor bytes after it (if any)."""
+    if request.mimetype not in BODY_TYPES:
+        raise UnsupportedMediaTypeError("Content-Type must be application/json, application/octet-stream or absent")
+    raw = read_body()
+    declared = request.headers.get(HEADER_LENGTH)
+    if declared is None:
+        header, binary = raw, b""
+    else:
+        if not declared.isdigit() or int(declared) > len(raw):
+            raise InvalidJsonError(f"{HEADER_LENGTH} must be a byte count within the body ({len(raw)} bytes)")
+        header, binary = raw[: int(declared)], raw[int(declared) :]
+    body = parse_json(header)
+    if not isinstance(body, dict):
+        raise InvalidPayloadError("an inference request is a JSON object", details={"_schema": ["object expected"]})
+    return _infer_schema.load(body), binary
+
+
+def _texts(body: dict, binary: bytes) -> list[str]:
+    """The one input, `text`: N strings, as JSON `data` or as binary after the JSON header."""
     inputs = body["inputs"]
-    if len(inputs) != 1 or inputs[0]["name"] != "text":
-        raise InvalidPayloadError("expected exactly one input, named 'text'", details={"inputs": ["text only"]})
+    if len(inputs) != 1:
+        raise invalid("expected exactly one input, named 'text'")
     tensor = inputs[0]
-    if tensor["datatype"] != "BYTES":
-        raise InvalidPayloadError("input 'text' must have datatype BYTES", details={"inputs": ["datatype"]})
-    shape, data = tensor["shape"], tensor["data"]
-    if len(shape) == 2 and shape[1] == 1 and isinstance(data, list) and all(isinstance(r, list) for r in data):
-        data = [row[0] if len(row) == 1 else row for row in data]  # [[t1], [t2]] is shape [N, 1] too
-    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-        raise InvalidPayloadError(
-            f"input 'text' must have shape [N] or [N, 1], got {shape}", details={"inputs": ["shape"]}
+    count = check_input(tensor["name"], tensor["datatype"], tensor["shape"])
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is None:
+        if binary:
+            raise invalid(f"{len(binary)} bytes of binary data, but no input has binary_data_size")
+        if "data" not in tensor:
+            raise invalid("input 'text' has neither data nor binary_data_size")
+        return json_texts(tensor["data"], count)
+    if "data" in tensor:
+        raise invalid("input 'text' has both data and binary_data_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size != len(binary):
+        raise invalid(
+            f"input 'text' declares binary_data_size {size!r}; the body holds {len(binary)} bytes after the header"
         )
-    if not isinstance(data, list) or len(data) != shape[0] or not all(isinstance(t, str) for t in data):
-        raise InvalidPayloadError(
-            f"input 'text' must hold {shape[0]} strings, as its shape says", details={"inputs": ["data"]}
-        )
-    if not data:
-        raise EmptyBatchError("input 'text' is empty")
-    return data
+    return decode_bytes_elements(binary, count)
+
+
+def _binary_outputs(body: dict, names: list[str]) -> set[str]:
+    if (body.get("parameters") or {}).get("binary_data_output"):
+        return set(names)
+    return {o["name"] for o in body.get("outputs") or [] if (o.get("parameters") or {}).get("binary_data")}
+
+
+def _answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
+    return {
+        "model_name": state().settings.model_name,
+        "model_version": model_version,
+        "id": request_id,
+        "outputs": output_tensors(predictions),
+    }
+
+
+def _render(answer: dict, names: list[str], binary: set[str]) -> Response:
+    """The stored answer as this request asked for it: its outputs, JSON or binary."""
+    outputs, blobs = [], []
+    for tensor in (t for name in names for t in answer["outputs"] if t["name"] == name):
+        if tensor["name"] in binary:
+            blob = raw_output(tensor)
+            blobs.append(blob)
+            tensor = {k: v for k, v in tensor.items() if k != "data"} | {"parameters": {"binary_data_size": len(blob)}}
+        outputs.append(tensor)
+    header = jsonify({**answer, "outputs": outputs})
+    if not blobs:
+        return header
+    json_bytes = header.get_data()
+    response = Response(json_bytes + b"".join(blobs), mimetype="application/octet-stream")
+    response.headers[HEADER_LENGTH] = str(len(json_bytes))
+    return response
 
 
 def _infer(model_name: str, version: str | None):
     _model_name_checked(model_name)
-    body = load_body(_infer_schema)
-    request_id = adopt_request_id(body.get("id"))
-    texts = _texts(body)
-    wanted = [o["name"] for o in body.get("outputs") or []] or ["score", "label"]
-    unknown = set(wanted) - {"score", "label"}
-    if unknown:
-        raise InvalidPayloadError(f"unknown outputs {sorted(unknown)}; this model has 'score' and 'label'")
-    g.text_count = len(texts)
-    service = state()
-    deadline = admit(len(texts))
-
-    def compute() -> dict:
-        chosen = version or service.route(request_id)[0]
-        predictions = service.inference.predict_batch(texts, chosen, deadline)
-        tensors = {
-            "score": {
-                "name": "score",
-                "datatype": "FP64",
-                "shape": [len(texts)],
-                "data": [p.score for p in predictions],
-            },
-            "label": {
-                "name": "label",
-                "datatype": "BYTES",
-                "shape": [len(texts)],
-                "data": [p.label for p in predictions],
-            },
-        }
-        return {
-            "model_name": model_name,
-            "model_version": chosen,
-            "id": request_id,
-            "outputs": [tensors[name] for name in wanted],
-        }
-
-    response = idempotent(request_id, {"inputs": texts, "outputs": wanted, "version": version}, compute)
-    g.model_version = response["model_version"]
-    return jsonify(response)
+    body, binary = _request()
+    adopt_request_id(body.get("id"))
+    texts = _texts(body, binary)
+    names = wanted_outputs([o["name"] for o in body.get("outputs") or []])
+    answer = dataplane().score(call(), texts, version, request.path, _answer, client_gone=client_gone())
+    return _render(answer, names, _binary_outputs(body, names))
 
 
 @bp.post("/models/<model_name>/infer")

@@ -18,6 +18,7 @@ import redis
 import requests
 
 from service.client import ToxiserveClient
+from service.store.base import IDEMPOTENCY_PREFIX
 
 from .conftest import REDIS_URL, redis_reachable
 from .server import Server, free_port
@@ -50,7 +51,7 @@ def pending_owner_sqlite(path: Path, key: str):
         try:
             with sqlite3.connect(path, timeout=1) as conn:
                 row = conn.execute(
-                    "SELECT owner FROM idempotency WHERE key LIKE ? AND response IS NULL", (f"%:idem:{key}",)
+                    "SELECT owner FROM idempotency WHERE key LIKE ? AND response IS NULL", (f"%:{IDEMPOTENCY_PREFIX}:{key}",)
                 ).fetchone()
         except sqlite3.Error:
             return None
@@ -63,7 +64,7 @@ def pending_owner_redis(namespace: str, key: str):
     client = redis.Redis.from_url(REDIS_URL)
 
     def find():
-        raw = client.get(f"{namespace}:idem:{key}")
+        raw = client.get(f"{namespace}:{IDEMPOTENCY_PREFIX}:{key}")
         record = json.loads(raw) if raw else {}
         return record.get("owner") if "response" not in record else None
 

@@ -27,7 +27,7 @@ def test_health_and_server_metadata(oip_client):
     ready = oip_client.get("/v2/health/ready")
     assert ready.status_code == 200 and ready.json["ready"] is True
     server = oip_client.get("/v2").json
-    assert server["name"] == "toxiserve" and server["extensions"] == [] and server["version"]
+    assert server["name"] == "toxiserve" and server["extensions"] == ["binary_tensor_data"] and server["version"]
 
 
 def test_model_metadata_schema(oip_client):

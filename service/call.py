@@ -1,0 +1,32 @@
+"""One request's facts, whatever its transport: what the data plane learns, the log line and metrics read."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+# What a request's log line carries, besides route/method/status/latency: never text, never a key.
+LOGGED_FACTS = ("model_version", "arm", "key_id", "text_length", "text_count", "error_code", "replayed")
+
+
+@dataclass
+class Call:
+    """One request's facts, whatever its transport: the log line and the metrics read these."""
+
+    transport: str
+    request_id: str
+    client_request_id: bool = False  # the client chose the id, so it can come again (idempotency)
+    started: float = field(default_factory=time.perf_counter)
+    key_id: str | None = None
+    model_version: str | None = None
+    arm: str | None = None
+    text_length: int | None = None
+    text_count: int | None = None
+    replayed: bool | None = None
+    error_code: str | None = None
+    retry_headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers of an admitted call
+
+    def log_fields(self) -> dict:
+        fields = {name: getattr(self, name) for name in LOGGED_FACTS if getattr(self, name) is not None}
+        fields["request_id"] = self.request_id
+        return fields

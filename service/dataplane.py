@@ -1,0 +1,156 @@
+"""One data plane for every transport: HTTP, the Open Inference Protocol (REST and gRPC) and gRPC.
+
+MLServer's DataPlane is the model: "used by both the gRPC and REST servers". Transports parse a
+request into texts, hand them here, and serialise what comes back; everything between happens in
+one place, in one order, for all of them:
+
+    key -> rate limit (one unit per text) -> readiness -> in-flight / queue wait -> idempotency
+        -> routing -> scoring (with a deadline)
+
+A request refused for the service's own state (models still loading, overloaded) gets its rate-limit
+units back: a client told to retry does not pay for every try.
+
+Every refusal is counted the same way (`requests_refused_total{error_code}`, beside the older
+specific counters) and carries its retry hint in the error's headers, which each transport renders
+in its own form (HTTP headers, gRPC trailing metadata). A call's facts (request id, key id, arm,
+version, sizes, replayed, refusal) live in one `Call`, which the log line and the metrics read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shared_features.errors import ToxiserveError
+
+from . import metrics
+from .backpressure import overloaded, queue_wait
+from .call import Call
+from .deadline import Deadline
+from .errors import NotReadyError
+from .inference import InferenceService, Prediction
+from .readiness import STARTING
+
+# Refusals of admission (not a client's malformed input): counted alike on every transport.
+REFUSALS = frozenset(
+    {"UNAUTHORIZED", "RATE_LIMITED", "NOT_READY", "OVERLOADED", "STORE_UNAVAILABLE", "IDEMPOTENCY_CONFLICT"}
+)
+
+
+def one_answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
+    """The answer body of a single-text prediction: HTTP /predict, /vN/predict and gRPC Predict."""
+    (prediction,) = predictions
+    return {
+        "label": prediction.label,
+        "score": prediction.score,
+        "model_version": model_version,
+        "request_id": request_id,
+    }
+
+
+def batch_answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
+    """The answer body of a batch: HTTP /vN/batch_predict and gRPC BatchPredict."""
+    return {"results": [p.as_result() for p in predictions], "model_version": model_version, "request_id": request_id}
+
+
+class DataPlane:
+    def __init__(self, service) -> None:
+        self.service = service  # ServiceState: settings, keys, limiter, idempotency, models
+
+    def authenticate(self, call: Call, presented_key: str | None) -> None:
+        """The key first, before a transport parses anything a stranger sent."""
+        service = self.service
+        try:
+            call.key_id = "anonymous" if service.auth_disabled else service.api_keys.authenticate(presented_key)
+        except ToxiserveError as error:
+            self._refused(call, error)
+
+    def inference(self) -> InferenceService:
+        """The loaded models, for calls that read them without scoring (metadata, drift)."""
+        if self.service.inference is None:
+            raise NotReadyError("models are still loading")
+        return self.service.inference
+
+    def score(
+        self,
+        call: Call,
+        texts: list[str],
+        version: str | None,
+        operation: str,
+        shape: Callable[[list[Prediction], str, str], dict],
+        single: bool = False,
+        client_gone: Callable[[], bool] | None = None,
+    ) -> dict:
+        """Admit, then answer `texts` with `version` (None: the canary router decides).
+
+        `shape(predictions, model_version, request_id)` is the transport's answer body: what
+        idempotency stores and replays for this `operation` (a route or RPC), so a replay is
+        byte-for-byte the first answer.
+        """
+        service = self.service
+        call.text_count = None if single else len(texts)
+        call.text_length = len(texts[0]) if single else None
+        try:
+            decision = service.rate_limiter.check(call.key_id, len(texts))
+            if decision is not None:
+                call.retry_headers = decision.headers()
+        except ToxiserveError as error:
+            self._refused(call, error)
+        try:
+            if service.readiness.state == STARTING or service.inference is None:
+                raise NotReadyError("models are still loading")
+            self._enter(call)
+        except ToxiserveError as error:
+            if decision is not None:
+                service.rate_limiter.refund(call.key_id, len(texts))  # the service's state, not the client's doing
+            self._refused(call, error)
+        try:
+            deadline = Deadline(service.settings.request_deadline, client_gone)
+
+            def compute() -> dict:
+                chosen = self._route(call, version)
+                if single:
+                    predictions = [service.inference.predict(texts[0], chosen, deadline)]
+                else:
+                    predictions = service.inference.predict_batch(texts, chosen, deadline)
+                return shape(predictions, chosen, call.request_id)
+
+            if not call.client_request_id:  # an id we generated can never repeat: nothing to deduplicate
+                body = compute()
+            else:
+                payload = {"texts": texts, "version": version, "single": single}
+                try:
+                    body, replayed = service.idempotency.run_once(
+                        call.key_id, call.request_id, operation, payload, compute
+                    )
+                except ToxiserveError as error:
+                    self._refused(call, error)
+                if replayed:
+                    call.replayed = True
+                    metrics.IDEMPOTENT_REPLAYS.inc()
+            call.model_version = body["model_version"]
+            return body
+        finally:
+            service.in_flight.leave()
+
+    def _enter(self, call: Call) -> None:
+        """Shed load: a request that queued too long for a thread, or finds no in-flight slot."""
+        service = self.service
+        waited, bound = queue_wait(), service.settings.max_queue_wait
+        if waited is not None and bound is not None and waited > bound:
+            raise overloaded(f"request queued {waited * 1000:.0f} ms for this worker; retry shortly")
+        if not service.in_flight.try_enter():
+            raise overloaded("too many requests in flight; retry shortly")
+
+    def _route(self, call: Call, version: str | None) -> str:
+        if version is None:
+            version, call.arm = self.service.route(call.request_id)
+        else:
+            self.service.inference.model(version)  # 404 for a version that is not loaded
+        return version
+
+    @staticmethod
+    def _refused(call: Call, error: ToxiserveError):
+        call.error_code = error.error_code
+        if error.error_code in REFUSALS:
+            metrics.child(metrics.REQUESTS_REFUSED, error.error_code).inc()
+        raise error
