@@ -10,7 +10,6 @@ from limits.storage import Storage
 
 from shared_features.errors import ToxiserveError
 
-
 # Idempotency records live under "<namespace>:idem2:<key id>:<request id>". The 2: the data plane
 # fingerprints (operation, texts, version) since this version, so ids stored by an older one are
 # not compared with it (they would conflict with their own retries); they expire on their own.

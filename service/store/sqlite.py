@@ -197,7 +197,8 @@ class SQLiteLimitsStorage(Storage):
 class SQLiteIdempotency:
     def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
         self.db = database
-        self.prefix = f"{namespace}:{IDEMPOTENCY_PREFIX}:"  # as in Redis: services sharing one file never see each other's ids
+        # As in Redis: services sharing one file never see each other's ids.
+        self.prefix = f"{namespace}:{IDEMPOTENCY_PREFIX}:"
 
     def claim(self, key: str, fingerprint: str, pending_ttl: float, owner: str) -> Claim:
         return self._claim(self.prefix + key, fingerprint, pending_ttl, owner)

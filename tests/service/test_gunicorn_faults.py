@@ -51,7 +51,8 @@ def pending_owner_sqlite(path: Path, key: str):
         try:
             with sqlite3.connect(path, timeout=1) as conn:
                 row = conn.execute(
-                    "SELECT owner FROM idempotency WHERE key LIKE ? AND response IS NULL", (f"%:{IDEMPOTENCY_PREFIX}:{key}",)
+                    "SELECT owner FROM idempotency WHERE key LIKE ? AND response IS NULL",
+                    (f"%:{IDEMPOTENCY_PREFIX}:{key}",),
                 ).fetchone()
         except sqlite3.Error:
             return None
