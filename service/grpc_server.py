@@ -20,12 +20,13 @@ import uuid
 from concurrent import futures
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from shared_features.errors import ToxiserveError, UnprocessableError
 
-from . import build_service, load_config
+from . import build_service, grpc_oip, load_config
 from .call import Call
 from .dataplane import batch_answer, one_answer
 from .errors import InternalError
@@ -60,11 +61,12 @@ class GrpcTransport:
         self.service = service
         self.dataplane = service.dataplane
 
-    def run(self, method: str, request_id: str, context, handle):
+    def run(self, method: str, request_id: str, context, handle, authenticate: bool = True):
         call = Call("grpc", request_id or uuid.uuid4().hex, client_request_id=bool(request_id))
         code = grpc.StatusCode.OK
         try:
-            self.dataplane.authenticate(call, dict(context.invocation_metadata()).get("x-api-key"))
+            if authenticate:
+                self.dataplane.authenticate(call, dict(context.invocation_metadata()).get("x-api-key"))
             if request_id and not is_valid_request_id(request_id):
                 raise UnprocessableError(f"request_id must be {REQUEST_ID_RULE}")
             return handle(call)
@@ -155,18 +157,28 @@ def build_server(service: ServiceState, port: int, host: str = "0.0.0.0", thread
     )
     transport = GrpcTransport(service)
     toxicity_pb2_grpc.add_ToxicityServicer_to_server(Toxicity(transport), server)
+    oip_service = grpc_oip.add_to_server(transport, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    names = (SERVICE_NAME, oip_service, health_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server, pool=reflection_pool())
     bound = server.add_insecure_port(f"{host}:{port}")
     return server, health_servicer, bound
 
 
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Every service this process offers, for reflection: the OIP stubs live in a pool of their own
+    (see service/grpc_gen/__main__.py), so the default pool does not know them."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (toxicity_pb2, grpc_oip.pb, health_pb2, reflection_pb2):
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb))
+    return pool
+
+
 def set_health(health_servicer, serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, grpc_oip.SERVICE_NAME):
         health_servicer.set(name, status)
 
 

@@ -88,6 +88,21 @@ def output_tensors(predictions: list[Prediction]) -> list[dict]:
     ]
 
 
+def infer_answer(model_name: str):
+    """The data plane's `shape` for an OIP inference: both outputs in JSON form, stored and replayed
+    as they are; each transport then picks the requested outputs and encodes them its own way."""
+
+    def shape(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
+        return {
+            "model_name": model_name,
+            "model_version": model_version,
+            "id": request_id,
+            "outputs": output_tensors(predictions),
+        }
+
+    return shape
+
+
 def wanted_outputs(requested: list[str]) -> list[str]:
     unknown = sorted(set(requested) - set(OUTPUT_NAMES))
     if unknown:

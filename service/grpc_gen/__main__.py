@@ -1,4 +1,4 @@
-"""Regenerate (default) or --check the committed stubs from proto/toxicity.proto (needs grpcio-tools)."""
+"""Regenerate (default) or --check the committed stubs from proto/*.proto (needs grpcio-tools)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,46 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROTO_DIR = HERE.parent.parent / "proto"
-FILES = ("toxicity_pb2.py", "toxicity_pb2_grpc.py")
+PROTOS = ("toxicity", "open_inference")
+# Stubs built in a descriptor pool of their own, not protobuf's process-wide default: the Open
+# Inference Protocol's messages are named as its clients name theirs (tritonclient's `inference.*`),
+# and two definitions of one name cannot share a pool. The wire only sees field numbers and the
+# service's path, so a client and this server can live in one process (the tests do).
+PRIVATE_POOL = {"open_inference"}
+POOL_LINE = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+FILES = tuple(f"{name}{suffix}" for name in PROTOS for suffix in ("_pb2.py", "_pb2_grpc.py"))
 
 
 def generate(out: Path) -> dict[str, str]:
     from grpc_tools import protoc
 
-    code = protoc.main(
-        [
-            "protoc",
-            f"-I{PROTO_DIR}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(PROTO_DIR / "toxicity.proto"),
-        ]
-    )
-    if code != 0:
-        raise SystemExit(f"protoc failed ({code})")
+    for name in PROTOS:
+        code = protoc.main(
+            [
+                "protoc",
+                f"-I{PROTO_DIR}",
+                f"--python_out={out}",
+                f"--grpc_python_out={out}",
+                str(PROTO_DIR / f"{name}.proto"),
+            ]
+        )
+        if code != 0:
+            raise SystemExit(f"protoc failed on {name}.proto ({code})")
     generated = {name: (out / name).read_text() for name in FILES}
-    # protoc writes a top-level import; the stubs live in a package.
-    generated["toxicity_pb2_grpc.py"] = generated["toxicity_pb2_grpc.py"].replace(
-        "import toxicity_pb2 as toxicity__pb2", "from . import toxicity_pb2 as toxicity__pb2"
-    )
+    # protoc writes top-level imports; the stubs live in a package.
+    for name in PROTOS:
+        escaped = name.replace("_", "__")
+        generated[f"{name}_pb2_grpc.py"] = generated[f"{name}_pb2_grpc.py"].replace(
+            f"import {name}_pb2 as {escaped}__pb2", f"from . import {name}_pb2 as {escaped}__pb2"
+        )
+    for name in PRIVATE_POOL:
+        module = generated[f"{name}_pb2.py"]
+        assert POOL_LINE in module, f"protoc's output for {name}.proto changed shape"
+        generated[f"{name}_pb2.py"] = module.replace(
+            POOL_LINE,
+            "POOL = _descriptor_pool.DescriptorPool()  # see service/grpc_gen/__main__.py\n"
+            "DESCRIPTOR = POOL.AddSerializedFile(",
+        )
     return generated
 
 

@@ -17,16 +17,15 @@ from marshmallow import Schema, ValidationError, fields
 from shared_features.errors import ToxiserveError
 
 from ..errors import InvalidJsonError, InvalidPayloadError, NotFoundError, UnsupportedMediaTypeError, error_response
-from ..inference import Prediction
 from ..oip_tensors import (
     EXTENSIONS,
     INPUT,
     OUTPUTS,
     check_input,
     decode_bytes_elements,
+    infer_answer,
     invalid,
     json_texts,
-    output_tensors,
     raw_output,
     wanted_outputs,
 )
@@ -192,15 +191,6 @@ def _binary_outputs(body: dict, names: list[str]) -> set[str]:
     return {o["name"] for o in body.get("outputs") or [] if (o.get("parameters") or {}).get("binary_data")}
 
 
-def _answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
-    return {
-        "model_name": state().settings.model_name,
-        "model_version": model_version,
-        "id": request_id,
-        "outputs": output_tensors(predictions),
-    }
-
-
 def _render(answer: dict, names: list[str], binary: set[str]) -> Response:
     """The stored answer as this request asked for it: its outputs, JSON or binary."""
     outputs, blobs = [], []
@@ -225,7 +215,8 @@ def _infer(model_name: str, version: str | None):
     adopt_request_id(body.get("id"))
     texts = _texts(body, binary)
     names = wanted_outputs([o["name"] for o in body.get("outputs") or []])
-    answer = dataplane().score(call(), texts, version, request.path, _answer, client_gone=client_gone())
+    shape = infer_answer(state().settings.model_name)
+    answer = dataplane().score(call(), texts, version, request.path, shape, client_gone=client_gone())
     return _render(answer, names, _binary_outputs(body, names))
 
 
