@@ -1,9 +1,11 @@
 """gunicorn settings for toxiserve (`gunicorn -c gunicorn.conf.py "service:create_app()"`)."""
 
+import errno
 import gc
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 
@@ -45,6 +47,26 @@ from service.settings import process_setting  # noqa: E402
 
 # 12-factor: the platform says where to listen; 0.0.0.0 so a container's port mapping reaches us.
 bind = f"{process_setting('BIND_HOST')}:{process_setting('PORT')}"
+
+
+
+def _refuse_a_taken_port(address: str) -> None:
+    """A second server on a taken port would load the models first, then retry binding for seconds
+    and say "Can't connect": say what is wrong at once instead."""
+    if _reloading or os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
+        return  # a SIGHUP reload (this master holds the port), a re-exec or systemd: sockets handed over
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                sys.exit(f"Error: {address} is already in use by another server (set PORT to another port)")
+
+
+_refuse_a_taken_port(bind)
 
 # Scoring is CPU-bound: about two workers per core; capped so a big host doesn't fork dozens of model copies.
 workers = process_setting("WEB_CONCURRENCY")

@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import Config, Flask
 
+from shared_features.errors import ModelError
+
 from . import errors, logs, metrics, request_context
 from .auth import ApiKeys
 from .config import ConfigError, DefaultConfig, settings_from
@@ -77,5 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if settings.background_load:
         service.load_models_in_background()
     else:
-        service.load_models()
+        try:
+            service.load_models()
+        except ModelError as exc:  # gunicorn prints a RuntimeError (ConfigError) as one line, not a traceback
+            raise ConfigError(f"cannot load the models: {exc} (check TOXISERVE_MODEL_DIR and the versions)") from None
     return app

@@ -61,7 +61,7 @@ class ApiKeys:
         key_id = self.identify(presented)
         if key_id is None:
             metrics.AUTH_FAILURES.inc()
-            raise UnauthorizedError("missing or invalid API key")
+            raise UnauthorizedError(f"missing or invalid API key: send it in the {API_KEY_HEADER} header")
         return key_id
 
     def identify(self, presented: str | None) -> str | None:

@@ -7,8 +7,9 @@ so clients never see an HTML page or a stack trace.
 from __future__ import annotations
 
 import logging
+import re
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -99,6 +100,9 @@ _HTTP_EQUIVALENTS: dict[int, type[ToxiserveError]] = {
     503: NotReadyError,
 }
 
+# /v9/predict: a client asking for a model version this service does not serve, not a typo'd path.
+_VERSIONED_PATH = re.compile(r"^/(v\d+)/(?:predict|batch_predict)$")
+
 _PUBLIC_MESSAGES = {
     NotFoundError: "no such endpoint",
     MethodNotAllowedError: "method not allowed for this endpoint",
@@ -138,11 +142,19 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def handle_validation(error: ValidationError):
         fields = sorted(error.messages) if isinstance(error.messages, dict) else []
-        message = "invalid request body" + (f": check {', '.join(fields)}" if fields else "")
+        if fields == ["_schema"]:  # marshmallow's name for "the body itself": not a JSON object
+            message = "request body must be a JSON object"
+        else:
+            message = "invalid request body" + (f": check {', '.join(fields)}" if fields else "")
         return error_response(InvalidPayloadError(message, details=error.messages))
 
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):
+        unknown_version = _VERSIONED_PATH.match(request.path) if exc.code == 404 else None
+        if unknown_version:
+            return error_response(
+                NotFoundError(f"no model version {unknown_version.group(1)!r}: /v1 and /v2 are the versioned endpoints")
+            )
         headers = {}
         if getattr(exc, "valid_methods", None):
             headers["Allow"] = ", ".join(exc.valid_methods)

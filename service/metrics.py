@@ -208,4 +208,4 @@ def metrics_view():
 
             raise UnauthorizedError("metrics need the metrics bearer token")
     service = current_app.extensions["toxiserve"]
-    return Response(exposition(service.metric_collectors()), mimetype=CONTENT_TYPE_LATEST)
+    return Response(exposition(service.metric_collectors()), content_type=CONTENT_TYPE_LATEST)  # has its charset

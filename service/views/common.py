@@ -11,7 +11,7 @@ from ..auth import API_KEY_HEADER
 from ..call import Call
 from ..dataplane import DataPlane
 from ..deadline import peer_closed
-from ..errors import InvalidJsonError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ..errors import InvalidJsonError, PayloadTooLargeError, UnauthorizedError, UnsupportedMediaTypeError
 from ..state import ServiceState
 
 
@@ -66,7 +66,12 @@ def dataplane() -> DataPlane:
 
 def authenticate() -> None:
     """before_request of the API blueprints: the key, before anything else is read."""
-    dataplane().authenticate(g.call, request.headers.get(API_KEY_HEADER))
+    try:
+        dataplane().authenticate(g.call, request.headers.get(API_KEY_HEADER))
+    except UnauthorizedError as error:
+        if request.headers.get(API_KEY_HEADER) is None and "Authorization" in request.headers:
+            error.message += " (an Authorization header was sent; this API reads X-API-Key)"
+        raise
 
 
 def client_gone():

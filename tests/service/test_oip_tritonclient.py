@@ -69,7 +69,9 @@ def test_one_output_binary_the_other_json(client, shipped_registry):
         tritonclient_http.InferRequestedOutput("score", binary_data=True),
         tritonclient_http.InferRequestedOutput("label", binary_data=False),
     ]
-    result = client.infer("toxicity", [text_input(TEXTS)], model_version="v1", outputs=outputs, headers={"X-API-Key": KEY})
+    result = client.infer(
+        "toxicity", [text_input(TEXTS)], model_version="v1", outputs=outputs, headers={"X-API-Key": KEY}
+    )
     by_name = {output["name"]: output for output in result.get_response()["outputs"]}
     assert "binary_data_size" in by_name["score"]["parameters"] and "data" in by_name["label"]
     assert np.max(np.abs(result.as_numpy("score") - expected(shipped_registry, "v1"))) <= 1e-12
