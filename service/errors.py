@@ -84,6 +84,35 @@ class ClientClosedError(ToxiserveError):
     status, error_code = 499, "CLIENT_CLOSED_REQUEST"
 
 
+# Answered by the gunicorn worker itself, before the app (service/wsgi_server.py): same JSON body.
+class MalformedRequestError(ToxiserveError):
+    status, error_code = 400, "MALFORMED_REQUEST"
+
+
+class RequestTimeoutError(ToxiserveError):
+    status, error_code = 408, "REQUEST_TIMEOUT"
+
+
+class UriTooLongError(ToxiserveError):
+    status, error_code = 414, "URI_TOO_LONG"
+
+
+class ExpectationFailedError(ToxiserveError):
+    status, error_code = 417, "EXPECTATION_FAILED"
+
+
+class HeadersTooLargeError(ToxiserveError):
+    status, error_code = 431, "HEADERS_TOO_LARGE"
+
+
+class TransferCodingError(ToxiserveError):
+    status, error_code = 501, "NOT_IMPLEMENTED"
+
+
+class ForbiddenError(ToxiserveError):
+    status, error_code = 403, "FORBIDDEN"
+
+
 class InternalError(ToxiserveError):
     status, error_code = 500, "INTERNAL_ERROR"
 

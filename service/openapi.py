@@ -1,47 +1,166 @@
-"""GET /openapi.json: the published contract, generated from the marshmallow schemas."""
+"""GET /openapi.json and /docs: the published contract, generated from the schemas and the error classes.
+
+Each operation names the error classes it can raise; their statuses, error codes and retry headers
+become its documented responses, so the document cannot forget one. The limits in the request
+schemas (text length, batch size, the request-id pattern) are this process's settings. /docs
+serves a Swagger UI from the packaged `swagger-ui-bundle`: no network at run time.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections import defaultdict, namedtuple
+from pathlib import Path
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify, send_from_directory
 
-from . import schemas
+from shared_features.errors import UnprocessableError
+
+from . import errors, schemas
+from .request_context import REQUEST_ID_PATTERN
+from .store import StoreUnavailableError
 
 bp = Blueprint("docs", __name__)
+_Limits = namedtuple("_Limits", "max_text_chars max_batch_size max_content_length model_name versions")
 
-_ERROR = {"content": {"application/json": {"schema": "Error"}}}
-_API_ERRORS = {
-    "400": {"description": "INVALID_JSON, INVALID_PAYLOAD or EMPTY_BATCH", **_ERROR},
-    "401": {"description": "UNAUTHORIZED", **_ERROR},
-    "413": {"description": "PAYLOAD_TOO_LARGE", **_ERROR},
-    "415": {"description": "UNSUPPORTED_MEDIA_TYPE", **_ERROR},
-    "422": {"description": "UNPROCESSABLE: blank or too long text, batch too large, malformed request_id", **_ERROR},
-    "503": {"description": "NOT_READY or INFERENCE_FAILED", **_ERROR},
-}
+# What any request can get from the gunicorn worker before the app sees it.
+WORKER = (
+    errors.MalformedRequestError,
+    errors.RequestTimeoutError,
+    errors.PayloadTooLargeError,
+    errors.UriTooLongError,
+    errors.ExpectationFailedError,
+    errors.HeadersTooLargeError,
+    errors.TransferCodingError,
+    errors.MethodNotAllowedError,
+)
+SCORING = (
+    errors.InvalidJsonError,
+    errors.InvalidPayloadError,
+    errors.UnauthorizedError,
+    errors.IdempotencyConflictError,
+    errors.UnsupportedMediaTypeError,
+    UnprocessableError,
+    errors.RateLimitedError,
+    errors.NotReadyError,
+    errors.InferenceFailedError,
+    errors.DeadlineExceededError,
+    errors.OverloadedError,
+    StoreUnavailableError,
+)
+RETRY_HINTED = {429: "always", 503: "when retrying soon may succeed", 409: "while the first request is still running"}
+RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 
-def _post(summary: str, request_schema: str, response_schema: str) -> dict:
+def _header(description: str, kind: str = "string") -> dict:
+    return {"description": description, "schema": {"type": kind}}
+
+
+def _responses(ok: dict, raised: tuple, error_schema: str = "Error") -> dict:
+    """200 plus one response per status the raised classes have, listing their error codes."""
+    by_status: dict[int, list[str]] = defaultdict(list)
+    for error_class in (*raised, *WORKER):
+        if error_class.error_code not in by_status[error_class.status]:
+            by_status[error_class.status].append(error_class.error_code)
+    responses = {"200": ok}
+    for status, codes in sorted(by_status.items()):
+        headers = {"X-Request-ID": _header("the request id (echoed, or generated)")}
+        if status in RETRY_HINTED:
+            headers["Retry-After"] = _header(f"seconds to wait before retrying ({RETRY_HINTED[status]})", "integer")
+        if status == 405:
+            headers["Allow"] = _header("the methods this path takes")
+        if status == 429:
+            headers |= {name: _header("the key's rate limit (texts)", "integer") for name in RATE_LIMIT_HEADERS}
+        responses[str(status)] = {
+            "description": "error_code: " + ", ".join(codes),
+            "headers": headers,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{error_schema}"}}},
+        }
+    return responses
+
+
+def _json(schema: str) -> dict:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _ok(schema: str, description: str = "OK", rate_limited: bool = False) -> dict:
+    ok = {"description": description, **_json(schema)}
+    if rate_limited:
+        ok["headers"] = {name: _header("the key's rate limit (texts)", "integer") for name in RATE_LIMIT_HEADERS}
+    return ok
+
+
+def _path_parameters(path: str, settings) -> list[dict]:
+    """The path's model name and version, as the values this process serves (others are 404)."""
+    served = {"model_name": [settings.model_name], "version": list(settings.versions)}
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": served[name]}}
+        for name in ("model_name", "version")
+        if "{" + name + "}" in path
+    ]
+
+
+def _scoring(summary: str, request: str, response: str, raised: tuple, error_schema: str = "Error") -> dict:
     return {
         "post": {
             "summary": summary,
             "security": [{"ApiKey": []}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}},
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": response_schema}}},
-                **_API_ERRORS,
-            },
+            "requestBody": {"required": True, **_json(request)},
+            "responses": _responses(_ok(response, rate_limited=True), raised, error_schema),
         }
     }
 
 
+def _limits(spec: dict, settings) -> None:
+    """The limits this process enforces, in the request schemas."""
+    components = spec["components"]["schemas"]
+    request_id = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": REQUEST_ID_PATTERN.pattern}
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": settings.max_text_chars,
+        "description": "Raw text. One that normalises to nothing (only spaces or invisible format "
+        "characters) is refused with 422 UNPROCESSABLE.",
+    }
+    components["PredictRequest"]["properties"].update(text=text, request_id=request_id)
+    components["BatchPredictRequest"]["properties"].update(
+        texts={"type": "array", "items": text, "minItems": 1, "maxItems": settings.max_batch_size},
+        request_id=request_id,
+    )
+    infer = components["InferRequest"]["properties"]
+    infer["id"] = request_id
+    infer["inputs"].update(minItems=1, maxItems=1)
+    tensor = components["Tensor"]["properties"]
+    tensor["shape"].update(
+        minItems=1, maxItems=2, items={"type": "integer", "minimum": 1, "maximum": settings.max_batch_size}
+    )
+    tensor["data"] = {
+        "type": "array",
+        "items": text,
+        "minItems": 1,
+        "maxItems": settings.max_batch_size,
+        "description": "N texts for shape [N] (or [[t1], [t2], ...] for [N, 1])",
+    }
+    tensor["name"]["enum"] = ["text"]
+    tensor["datatype"]["enum"] = ["BYTES"]
+    for name in ("PredictRequest", "BatchPredictRequest"):
+        components[name]["additionalProperties"] = False
+
+
 @functools.cache
-def build_spec() -> dict:
+def _build(limits: tuple[int, int, int]) -> dict:
+    settings = _Limits(*limits)
     # Imported here: apispec costs ~80 ms of start-up, and only this endpoint needs it.
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
 
-    spec = APISpec(title="toxiserve", version="1.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()])
+    spec = APISpec(
+        title="toxiserve",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": f"Request bodies are at most {settings.max_content_length} bytes (413 beyond)."},
+    )
     spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
     for name in (
         "PredictRequest",
@@ -49,37 +168,47 @@ def build_spec() -> dict:
         "PredictResponse",
         "BatchPredictResponse",
         "Error",
+        "OipError",
         "Health",
         "Ready",
         "ModelsResponse",
         "DriftReport",
+        "InferRequest",
+        "InferResponse",
     ):
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
+    batch_errors = (*SCORING, errors.EmptyBatchError)
+    replay = {
+        "ReplayWithTheSameId": {"operationId": "predict", "requestBody": {"request_id": "$response.body#/request_id"}}
+    }
     for version in ("v1", "v2"):
         spec.path(
             f"/{version}/predict",
-            operations=_post(f"Score one text with model {version}", "PredictRequest", "PredictResponse"),
+            operations=_scoring(f"Score one text with model {version}", "PredictRequest", "PredictResponse", SCORING),
         )
         spec.path(
             f"/{version}/batch_predict",
-            operations=_post(
-                f"Score up to MAX_BATCH_SIZE texts with {version}", "BatchPredictRequest", "BatchPredictResponse"
+            operations=_scoring(
+                f"Score 1 to {settings.max_batch_size} texts with {version}",
+                "BatchPredictRequest",
+                "BatchPredictResponse",
+                batch_errors,
             ),
         )
-    spec.path(
-        "/predict",
-        operations=_post("Canary router: CANARY_PERCENT of request ids go to v2", "PredictRequest", "PredictResponse"),
+    router = _scoring(
+        "Canary router: CANARY_PERCENT of request ids go to the canary", "PredictRequest", "PredictResponse", SCORING
     )
+    router["post"]["operationId"] = "predict"
+    router["post"]["responses"]["200"]["links"] = replay  # the stateful phase: the same id again is a replay
+    spec.path("/predict", operations=router)
+    read_only = (errors.UnauthorizedError, errors.NotReadyError)
     spec.path(
         "/v1/models",
         operations={
             "get": {
                 "summary": "Deployed models from their manifests",
                 "security": [{"ApiKey": []}],
-                "responses": {
-                    "200": {"description": "OK", "content": {"application/json": {"schema": "ModelsResponse"}}},
-                    "401": _API_ERRORS["401"],
-                },
+                "responses": _responses(_ok("ModelsResponse"), read_only),
             }
         },
     )
@@ -89,85 +218,102 @@ def build_spec() -> dict:
             "get": {
                 "summary": "Population stability index of live traffic against the model's training profile",
                 "security": [{"ApiKey": []}],
-                "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {
-                    "200": {"description": "OK", "content": {"application/json": {"schema": "DriftReport"}}},
-                    "401": _API_ERRORS["401"],
-                    "404": {"description": "NOT_FOUND", **_ERROR},
-                },
+                "parameters": _path_parameters("{version}", settings),
+                "responses": _responses(_ok("DriftReport"), (*read_only, errors.NotFoundError)),
             }
         },
     )
+    oip_infer_errors = (*batch_errors, errors.NotFoundError)
+    for path, summary in (
+        ("/v2/models/{model_name}/infer", "OIP inference through the canary router"),
+        ("/v2/models/{model_name}/versions/{version}/infer", "OIP inference with one model version"),
+    ):
+        operation = _scoring(summary, "InferRequest", "InferResponse", oip_infer_errors, "OipError")
+        operation["post"]["parameters"] = _path_parameters(path, settings)
+        operation["post"]["description"] = (
+            "Open Inference Protocol (kserve/open-inference-protocol, inference_rest.md) with the binary tensor data "
+            "extension: a body of JSON then raw tensors, split by the Inference-Header-Content-Length header."
+        )
+        spec.path(path, operations=operation)
+    oip_json = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    for path, summary in (
+        ("/v2/health/live", "OIP server live"),
+        ("/v2", "OIP server metadata and extensions"),
+        ("/v2/models/{model_name}", "OIP model metadata (all versions)"),
+        ("/v2/models/{model_name}/versions/{version}", "OIP model metadata (one version)"),
+    ):
+        raised = (errors.NotFoundError, errors.NotReadyError) if "{" in path else ()
+        operation = {
+            "summary": summary,
+            "parameters": _path_parameters(path, settings),
+            "responses": _responses(oip_json, raised, "OipError"),
+        }
+        spec.path(path, operations={"get": operation})
+    for path, summary in (
+        ("/v2/health/ready", "OIP server ready (503 while not)"),
+        ("/v2/models/{model_name}/ready", "OIP model ready (503 while not)"),
+        ("/v2/models/{model_name}/versions/{version}/ready", "OIP model version ready (503 while not)"),
+    ):
+        responses = _responses(oip_json, (errors.NotFoundError,) if "{" in path else (), "OipError")
+        responses["503"] = {"description": "not ready", "content": oip_json["content"]}
+        spec.path(
+            path,
+            operations={
+                "get": {"summary": summary, "parameters": _path_parameters(path, settings), "responses": responses}
+            },
+        )
+    spec.path(
+        "/healthz",
+        operations={"get": {"summary": "Liveness", "responses": _responses(_ok("Health", "process is up"), ())}},
+    )
+    ready = _responses(_ok("Ready", "ready"), ())
+    ready["503"] = {"description": "starting, draining, or the store is down while failing closed", **_json("Ready")}
+    spec.path("/readyz", operations={"get": {"summary": "Readiness", "responses": ready}})
+    metrics_ok = {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
     spec.path(
         "/metrics",
         operations={
             "get": {
-                "summary": "Prometheus metrics, summed over workers (bearer token if TOXISERVE_METRICS_TOKEN is set)",
-                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+                "summary": "Prometheus metrics, summed over workers",
+                "responses": _responses(metrics_ok, (errors.UnauthorizedError,)),
             }
         },
     )
-    # Open Inference Protocol (KServe V2): documented here by reference; its errors are {"error", "error_code"}.
-    oip_ref = "Open Inference Protocol REST, kserve/open-inference-protocol specification/protocol/inference_rest.md"
-    oip_json = {"content": {"application/json": {"schema": {"type": "object"}}}}
-    for path, method, summary in (
-        ("/v2/health/live", "get", "OIP server live"),
-        ("/v2/health/ready", "get", "OIP server ready"),
-        ("/v2", "get", "OIP server metadata"),
-        ("/v2/models/{model_name}", "get", "OIP model metadata (all versions)"),
-        ("/v2/models/{model_name}/versions/{version}", "get", "OIP model metadata (one version)"),
-        ("/v2/models/{model_name}/ready", "get", "OIP model ready"),
-        ("/v2/models/{model_name}/versions/{version}/ready", "get", "OIP model version ready"),
-        ("/v2/models/{model_name}/infer", "post", "OIP inference through the canary router (API key)"),
-        ("/v2/models/{model_name}/versions/{version}/infer", "post", "OIP inference with one version (API key)"),
-    ):
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in ("model_name", "version")
-            if "{" + name + "}" in path
-        ]
-        operation = {
-            "summary": summary,
-            "description": oip_ref,
-            "parameters": parameters,
-            "responses": {
-                "200": {"description": "OK", **oip_json},
-                "4XX": {"description": 'OIP error {"error", "error_code"}', **oip_json},
-            },
-        }
-        if method == "post":
-            operation["requestBody"] = {"required": True, **oip_json}
-            operation["security"] = [{"ApiKey": []}]
-        spec.path(path, operations={method: operation})
-    spec.path(
-        "/healthz",
-        operations={
-            "get": {
-                "summary": "Liveness",
-                "responses": {
-                    "200": {"description": "process is up", "content": {"application/json": {"schema": "Health"}}}
-                },
-            }
-        },
+    document = spec.to_dict()
+    _limits(document, settings)
+    return document
+
+
+def build_spec(settings=None) -> dict:
+    if settings is None:
+        settings = current_app.extensions["toxiserve"].settings
+    versions = tuple(dict.fromkeys((settings.stable_version, settings.canary_version)))
+    return _build(
+        (settings.max_text_chars, settings.max_batch_size, settings.max_content_length, settings.model_name, versions)
     )
-    spec.path(
-        "/readyz",
-        operations={
-            "get": {
-                "summary": "Readiness",
-                "responses": {
-                    "200": {"description": "ready", "content": {"application/json": {"schema": "Ready"}}},
-                    "503": {
-                        "description": "starting or draining",
-                        "content": {"application/json": {"schema": "Ready"}},
-                    },
-                },
-            }
-        },
-    )
-    return spec.to_dict()
 
 
 @bp.get("/openapi.json")
 def openapi_json():
     return jsonify(build_spec())
+
+
+_SWAGGER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>toxiserve API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>"""
+
+
+@bp.get("/docs")
+def docs_page():
+    return _SWAGGER_PAGE, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+@bp.get("/docs/static/<path:name>")
+def docs_static(name: str):
+    from swagger_ui_bundle import swagger_ui_path  # packaged assets: no network at run time
+
+    return send_from_directory(Path(swagger_ui_path), name)

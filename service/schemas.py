@@ -35,6 +35,44 @@ class BatchPredictResponseSchema(Schema):
     request_id = fields.String(required=True)
 
 
+class TensorSchema(Schema):
+    name = fields.String(required=True)
+    shape = fields.List(fields.Integer(), required=True)
+    datatype = fields.String(required=True)
+    data = fields.Raw(metadata={"description": "absent when the tensor comes as binary (parameters.binary_data_size)"})
+    parameters = fields.Dict()
+
+
+class RequestedOutputSchema(Schema):
+    name = fields.String(required=True, validate=validate.OneOf(("score", "label")))
+    parameters = fields.Dict(metadata={"description": '{"binary_data": true} for a binary output'})
+
+
+class InferRequestSchema(Schema):
+    """Open Inference Protocol $inference_request: one input, `text`, BYTES, shape [N] or [N, 1]."""
+
+    id = fields.String()
+    parameters = fields.Dict(metadata={"description": '{"binary_data_output": true} for binary outputs'})
+    inputs = fields.List(fields.Nested(TensorSchema), required=True)
+    outputs = fields.List(fields.Nested(RequestedOutputSchema))
+
+
+class InferResponseSchema(Schema):
+    model_name = fields.String(required=True)
+    model_version = fields.String(required=True)
+    id = fields.String(required=True)
+    outputs = fields.List(fields.Nested(TensorSchema), required=True)
+
+
+class OipErrorSchema(Schema):
+    """The Open Inference Protocol's error shape, with the service's code and request id beside it."""
+
+    error = fields.String(required=True)
+    error_code = fields.String(required=True)
+    request_id = fields.String(required=True, allow_none=True)
+    details = fields.Raw()
+
+
 class ErrorSchema(Schema):
     error_code = fields.String(required=True, metadata={"description": "Stable machine-readable code."})
     message = fields.String(required=True)

@@ -13,7 +13,9 @@ from gunicorn.glogging import Logger
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from . import metrics
+from shared_features.errors import ToxiserveError
+
+from . import errors, metrics
 from .backpressure import stamp_enqueued, start_handling
 from .raw_errors import raw_error_response
 from .request_buffer import Framing, PendingRequest
@@ -56,14 +58,18 @@ class DeadlineSocket(socket.socket):
             super().setblocking(False)
 
 
-# gunicorn's parse errors, as the statuses and error codes of the service's JSON error contract.
-_PARSE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
-    (http_errors.LimitRequestLine, 414, "URI_TOO_LONG", "request line is longer than the server accepts"),
-    (http_errors.LimitRequestHeaders, 431, "HEADERS_TOO_LARGE", "request headers are larger than the server accepts"),
-    (http_errors.ExpectationFailed, 417, "EXPECTATION_FAILED", "only 'Expect: 100-continue' is supported"),
-    (http_errors.UnsupportedTransferCoding, 501, "NOT_IMPLEMENTED", "only chunked transfer coding is supported"),
-    (http_errors.ForbiddenProxyRequest, 403, "FORBIDDEN", "request forbidden"),
-    (http_errors.ParseException, 400, "MALFORMED_REQUEST", "malformed HTTP request"),
+# gunicorn's parse errors, as errors of the service's one hierarchy (and its JSON error contract).
+_PARSE_ERRORS: tuple[tuple[type[Exception], type[ToxiserveError], str], ...] = (
+    (http_errors.LimitRequestLine, errors.UriTooLongError, "request line is longer than the server accepts"),
+    (
+        http_errors.LimitRequestHeaders,
+        errors.HeadersTooLargeError,
+        "request headers are larger than the server accepts",
+    ),
+    (http_errors.ExpectationFailed, errors.ExpectationFailedError, "only 'Expect: 100-continue' is supported"),
+    (http_errors.UnsupportedTransferCoding, errors.TransferCodingError, "only chunked transfer coding is supported"),
+    (http_errors.ForbiddenProxyRequest, errors.ForbiddenError, "request forbidden"),
+    (http_errors.ParseException, errors.MalformedRequestError, "malformed HTTP request"),
 )
 
 
@@ -209,10 +215,10 @@ class QueueTimedThreadWorker(ThreadWorker):
                 self._send_quietly(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
             return False
         if framing is Framing.TOO_LARGE:
-            self._refuse(conn, 413, "PAYLOAD_TOO_LARGE", "request body is larger than the configured limit")
+            self._refuse(conn, errors.PayloadTooLargeError("request body is larger than the configured limit"))
             return True
         if framing is Framing.MALFORMED:
-            self._refuse(conn, 400, "MALFORMED_REQUEST", "malformed chunked request body")
+            self._refuse(conn, errors.MalformedRequestError("malformed chunked request body"))
             return True
         self._stop_reading(conn)
         request_bytes = pending.without_expect() if pending.expects_continue else bytes(pending.data)
@@ -226,10 +232,8 @@ class QueueTimedThreadWorker(ThreadWorker):
             # Every thread is taken and the work ahead (held or queued here) outlasts the queue-wait
             # bound: this request cannot start soon. Say so now, not after it waited in the queue.
             metrics.OVERLOADED.inc()
-            retry_after = {"Retry-After": str(max(1, math.ceil(self.work_ahead)))}
-            self._refuse(
-                conn, 503, "OVERLOADED", "this worker has more work queued than it can start soon", retry_after
-            )
+            overloaded = errors.OverloadedError("this worker has more work queued than it can start soon")
+            self._refuse(conn, overloaded, max(1, math.ceil(self.work_ahead)))
             return True
         self.work_ahead += cost
         conn.toxiserve_cost = cost
@@ -259,17 +263,19 @@ class QueueTimedThreadWorker(ThreadWorker):
         self.nr_conns -= 1
         conn.close()
 
-    def _refuse(self, conn, status: int, error_code: str, message: str, headers: dict | None = None) -> None:
+    def _refuse(self, conn, error: ToxiserveError, retry_after: int | None = None) -> None:
         """Answer a request the app never sees, then close: its body may not be (fully) read.
 
         A lingering close: stop sending, then read and discard for a moment before closing, since
         closing with unread bytes makes the kernel reset the connection, and the client may lose
         the answer it has not read yet.
         """
+        status, error_code = error.status, error.error_code
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
         metrics.child(metrics.WORKER_REFUSALS, str(status), error_code).inc()
         self.log.warning("refused a request before the app: %s %s", status, error_code)
         self._stop_reading(conn)
-        self._send_quietly(conn, raw_error_response(status, error_code, message, headers))
+        self._send_quietly(conn, raw_error_response(status, error_code, error.message, headers))
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -315,7 +321,7 @@ class QueueTimedThreadWorker(ThreadWorker):
                 deadline = self.reading[conn] = min(deadline, now + STOP_KEEPALIVE_LINGER)
             if deadline <= now:
                 if conn.toxiserve_pending.data:
-                    self._refuse(conn, 408, "REQUEST_TIMEOUT", "request not received within the read timeout")
+                    self._refuse(conn, errors.RequestTimeoutError("request not received within the read timeout"))
                 else:
                     self._drop(conn)
 
@@ -340,7 +346,8 @@ class QueueTimedThreadWorker(ThreadWorker):
         """gunicorn's refusals as the JSON error contract (gunicorn writes an HTML page)."""
         known = next((entry for entry in _PARSE_ERRORS if isinstance(exc, entry[0])), None)
         if known is not None:
-            _, status, error_code, message = known
+            _, error_class, message = known
+            status, error_code = error_class.status, error_class.error_code
             self.log.warning("invalid request: %s %s (%s)", status, error_code, type(exc).__name__)
         else:
             self.log.exception("error handling request")

@@ -12,7 +12,7 @@ it gets the same idempotency as everywhere else.
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import ValidationError
 
 from shared_features.errors import ToxiserveError
 
@@ -31,6 +31,7 @@ from ..oip_tensors import (
 )
 from ..readiness import READY
 from ..request_context import adopt_request_id
+from ..schemas import InferRequestSchema
 from .common import authenticate, call, client_gone, dataplane, parse_json, read_body, state
 
 bp = Blueprint("oip", __name__, url_prefix="/v2")
@@ -38,26 +39,6 @@ PLATFORM = "scikit-learn"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BODY_TYPES = ("", "application/json", "application/octet-stream")
 PROTECTED = frozenset({"oip.infer", "oip.infer_version"})
-
-
-class _TensorSchema(Schema):
-    name = fields.String(required=True)
-    shape = fields.List(fields.Integer(), required=True)
-    datatype = fields.String(required=True)
-    data = fields.Raw()  # absent when the tensor comes as binary (parameters.binary_data_size)
-    parameters = fields.Dict()
-
-
-class _OutputSchema(Schema):
-    name = fields.String(required=True)
-    parameters = fields.Dict()
-
-
-class InferRequestSchema(Schema):
-    id = fields.String()
-    parameters = fields.Dict()
-    inputs = fields.List(fields.Nested(_TensorSchema), required=True)
-    outputs = fields.List(fields.Nested(_OutputSchema))
 
 
 _infer_schema = InferRequestSchema()
