@@ -57,11 +57,19 @@ class InferRequestSchema(Schema):
     outputs = fields.List(fields.Nested(RequestedOutputSchema))
 
 
+class OutputTensorSchema(Schema):
+    name = fields.String(required=True, validate=validate.OneOf(("score", "label")))
+    shape = fields.List(fields.Integer(), required=True)
+    datatype = fields.String(required=True, validate=validate.OneOf(("FP64", "BYTES")))
+    data = fields.Raw(metadata={"description": "scores (FP64) or labels (BYTES); absent for a binary output"})
+    parameters = fields.Dict(metadata={"description": '{"binary_data_size": n} for a binary output'})
+
+
 class InferResponseSchema(Schema):
     model_name = fields.String(required=True)
     model_version = fields.String(required=True)
     id = fields.String(required=True)
-    outputs = fields.List(fields.Nested(TensorSchema), required=True)
+    outputs = fields.List(fields.Nested(OutputTensorSchema), required=True)
 
 
 class OipErrorSchema(Schema):

@@ -92,7 +92,7 @@ def test_malformed_request_id_header_is_unprocessable(client):
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY + "x"}, {"X-API-Key": ""}])
 def test_unauthorized_same_body_for_missing_or_wrong(client, headers):
     response = client.post("/v1/predict", json={"text": "hello"}, headers={**headers, "X-Request-ID": RID})
-    assert_error(response, 401, "UNAUTHORIZED", "missing or invalid API key")
+    assert_error(response, 401, "UNAUTHORIZED", "missing or invalid API key: send it in the X-API-Key header")
 
 
 def test_second_key_is_accepted(client):
@@ -105,7 +105,9 @@ def test_every_api_route_requires_a_key(client, path):
 
 
 def test_not_found(client):
-    assert_error(client.get("/v3/predict"), 404, "NOT_FOUND", "no such endpoint")
+    assert_error(client.get("/nowhere"), 404, "NOT_FOUND", "no such endpoint")
+    unknown = "no model version 'v3': /v1 and /v2 are the versioned endpoints"
+    assert_error(client.get("/v3/predict"), 404, "NOT_FOUND", unknown)
 
 
 def test_method_not_allowed(client):
