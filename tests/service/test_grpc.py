@@ -149,7 +149,8 @@ def test_empty_batch(server):
 @pytest.mark.parametrize("metadata", [[], [("x-api-key", "wrong")]])
 def test_unauthenticated(server, metadata):
     error = call_error(server.stub.Predict, pb.PredictRequest(text="hi"), metadata=metadata)
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED and error.details() == "missing or invalid API key: send it in the X-API-Key header"
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.details() == "missing or invalid API key: send it in the X-API-Key header"
 
 
 def test_rate_limit_is_resource_exhausted(server):
