@@ -369,3 +369,11 @@ class QueueTimedThreadWorker(ThreadWorker):
         super().set_accept_enabled(
             enabled and (has_free_thread or time.monotonic() - self.last_accept > self.BUSY_ACCEPT_INTERVAL)
         )
+        if not self.alive:
+            # Stopping (SIGTERM, recycling): close this worker's copy of the listening socket now,
+            # not when the worker exits. Once the master (which closes its own on SIGTERM) and every
+            # stopping worker have, new connections are refused at once, as gRPC refuses new RPCs
+            # while draining, instead of waiting in the backlog to be reset. A reload or a recycle
+            # leaves the socket open in the master and the other workers.
+            for listener in self.sockets:
+                listener.close()

@@ -224,6 +224,10 @@ def test_sigterm_drains_in_flight_rpcs():
     caller.start()
     time.sleep(0.3)
     server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # Draining: new work is refused at the door, as the web process refuses new connections.
+    refused = call_error(server.stub.Predict, pb.PredictRequest(text="late"), metadata=KEY, timeout=5)
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE
     caller.join(60)
     assert "reply" in outcome, outcome.get("error")
     assert len(outcome["reply"].results) == 1000

@@ -82,6 +82,9 @@ def test_sigterm_drains_an_in_flight_request(shipped_registry):
             time.sleep(0.3)
             server.terminate()
             time.sleep(0.5)
+            # Draining: new work is refused at the door, as gRPC refuses new RPCs; the in-flight request finishes.
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"{server.url}/healthz", timeout=5)
             conn.sendall(body[10:])
             response = b""
             while chunk := conn.recv(65536):
