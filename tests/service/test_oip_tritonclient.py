@@ -135,3 +135,18 @@ def test_malformed_binary_framing_is_a_clear_400(server, body_and_headers, messa
     body, headers = body_and_headers
     response = requests.post(f"{server.url}/v2/models/toxicity/infer", data=body, headers=headers, timeout=10)
     assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "application/json", None])
+def test_binary_bodies_with_any_accepted_content_type(server, shipped_registry, content_type):
+    texts = ["you idiot", "have a lovely day"]
+    body, headers = binary_request(elements(*(t.encode() for t in texts)), sum(4 + len(t) for t in texts))
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = requests.post(
+        f"{server.url}/v2/models/toxicity/versions/v1/infer", data=body, headers=headers, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    scores = response.json()["outputs"][0]["data"]
+    expected = shipped_registry.load("toxicity", "v1").pipeline.predict_proba(texts)[:, 1]
+    assert np.max(np.abs(np.array(scores) - expected)) <= 1e-12
