@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from shared_features.errors import ToxiserveError, UnprocessableError
 
-from . import build_service, grpc_oip, load_config
+from . import build_service, grpc_oip, load_config, metrics
 from .call import Call
 from .dataplane import batch_answer, one_answer
 from .errors import InternalError
@@ -63,7 +63,7 @@ class GrpcTransport:
 
     def run(self, method: str, request_id: str, context, handle, authenticate: bool = True):
         call = Call("grpc", request_id or uuid.uuid4().hex, client_request_id=bool(request_id))
-        code = grpc.StatusCode.OK
+        code, status = grpc.StatusCode.OK, 200
         try:
             if authenticate:
                 self.dataplane.authenticate(call, dict(context.invocation_metadata()).get("x-api-key"))
@@ -71,16 +71,20 @@ class GrpcTransport:
                 raise UnprocessableError(f"request_id must be {REQUEST_ID_RULE}")
             return handle(call)
         except ToxiserveError as error:
-            call.error_code = error.error_code
+            call.error_code, status = error.error_code, error.status
             code = _STATUS_BY_HTTP.get(error.status, grpc.StatusCode.INTERNAL)
             self.abort(context, code, error, call)
         except Exception:
             log.exception("unhandled error in %s", method, extra={"request_id": call.request_id})
-            code = grpc.StatusCode.INTERNAL
+            code, status = grpc.StatusCode.INTERNAL, 500
             call.error_code = "INTERNAL_ERROR"
             self.abort(context, code, InternalError("internal error"), call)
         finally:
-            elapsed_ms = round((time.perf_counter() - call.started) * 1000, 3)
+            elapsed = time.perf_counter() - call.started
+            if call.arm is not None:  # the canary's evidence counts every transport
+                metrics.child(metrics.ROUTED_REQUESTS, call.arm, str(status)).inc()
+                metrics.child(metrics.ROUTED_DURATION, call.arm).observe(elapsed)
+            elapsed_ms = round(elapsed * 1000, 3)
             log.info("rpc", extra={"method": method, "code": code.name, "latency_ms": elapsed_ms, **call.log_fields()})
 
     def replayed_marker(self, context, call: Call) -> None:

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from . import metrics
 from .idempotency import claim_owner
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def worker_started(app: Flask) -> None:
     service = app.extensions.get("toxiserve")
     if service is not None:
         service.readiness.publish()
+        metrics.initialise_series()
 
 
 def release_claims_of(app: Flask, pid: int) -> None:

@@ -54,6 +54,9 @@ def log_request(response):
     metrics.child(metrics.HTTP_REQUESTS, route, current.method, str(status)).inc()
     metrics.child(metrics.HTTP_DURATION, route, current.method).observe(elapsed)
     fields = {"route": route, "method": current.method, "status": status, "latency_ms": round(elapsed * 1000, 3)}
+    if call.arm is not None:
+        metrics.child(metrics.ROUTED_REQUESTS, call.arm, str(status)).inc()
+        metrics.child(metrics.ROUTED_DURATION, call.arm).observe(elapsed)
     fields.update(call.log_fields())  # the request id too: spares the filter its context lookup
     request_log.info("request", extra=fields)
     return response

@@ -66,6 +66,12 @@ INFERENCE_BATCH_SIZE = Histogram(
     "inference_batch_size", "Texts per model call", ["model_version"], buckets=BATCH_BUCKETS
 )
 CANARY_ROUTED = Counter("canary_routed", "Canary router decisions", ["arm"])
+ROUTED_REQUESTS = Counter(
+    "routed_requests", "Answers to requests the canary router routed, by arm and (HTTP) status", ["arm", "status"]
+)
+ROUTED_DURATION = Histogram(
+    "routed_request_duration_seconds", "Time to answer a routed request, by arm", ["arm"], buckets=LATENCY_BUCKETS
+)
 RATE_LIMITED = Counter("rate_limited", "Requests refused by a rate limit", ["key_id"])
 AUTH_FAILURES = Counter("auth_failures", "Requests with a missing or wrong API key")
 OVERLOADED = Counter("overloaded", "Requests refused by load shedding: queue wait, estimated work, in-flight bound")
@@ -95,6 +101,30 @@ DRIFT_OBSERVATIONS = Counter(
 )
 
 bp = Blueprint("metrics", __name__)
+
+
+def initialise_series() -> None:
+    """Create the known label sets at zero, so alert rules and dashboards see them before the
+    first event (a counter that never moved would otherwise be missing, not 0)."""
+    for arm in ("stable", "canary"):
+        child(CANARY_ROUTED, arm)
+        child(ROUTED_DURATION, arm)
+        for status in ("200", "503"):
+            child(ROUTED_REQUESTS, arm, status)
+    for operation in ("rate_limit", "idempotency", "ping", "file_replaced"):
+        child(STORE_ERRORS, operation)
+    for code in (
+        "UNAUTHORIZED",
+        "RATE_LIMITED",
+        "NOT_READY",
+        "OVERLOADED",
+        "STORE_UNAVAILABLE",
+        "IDEMPOTENCY_CONFLICT",
+    ):
+        child(REQUESTS_REFUSED, code)
+    for reason in ("deadline", "client_gone"):
+        child(ABANDONED_WORK, reason)
+    STORE_CIRCUIT_OPEN.set(0)
 
 
 @functools.cache

@@ -29,6 +29,7 @@ class ServiceState:
         self.api_keys = api_keys
         self.auth_disabled = settings.auth_disabled
         self.readiness = Readiness()
+        metrics.initialise_series()
         self.inference: InferenceService | None = None
         self.in_flight = InFlightLimiter(settings.max_in_flight)
         try:

@@ -1,0 +1,83 @@
+"""The operations kit: alert rules pass promtool's checks and unit tests, and every metric that the
+rules and the Grafana dashboard name exists in a real /metrics scrape, which promtool accepts."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.service.server import Server
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "toxiserve.json"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is not installed (Debian package prometheus; .ci/run installs it)"
+)
+KEY, LIMITED = "k-ops-000111", "k-ops-limited-222"
+
+# Words in the expressions that are not metric names.
+NOT_METRICS = {"by", "le", "and", "or", "model_version", "feature", "operation", "arm", "status", "route", "key_id"}
+NOT_METRICS |= {"error_code", "reason", "method", "instance", "job"}
+
+
+def expressions() -> list[str]:
+    rules = [r["expr"] for group in _yaml(RULES)["groups"] for r in group["rules"]]
+    panels = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+    return rules + panels
+
+
+def _yaml(path: Path) -> dict:
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the rule file")
+    return yaml.safe_load(path.read_text())
+
+
+def metric_names(expression: str) -> set[str]:
+    """Identifiers used as series: followed by a selector, a range, or a closing parenthesis."""
+    without_strings = re.sub(r'"[^"]*"', '""', expression)
+    found = set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=[{\[)])", without_strings))
+    return found - NOT_METRICS
+
+
+@needs_promtool
+def test_alert_rules_pass_promtool_check_and_their_unit_tests():
+    checked = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts.test.yml"], cwd=RULES.parent, capture_output=True, text=True, timeout=120
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    alerts = {r["alert"] for group in _yaml(RULES)["groups"] for r in group["rules"]}
+    tests = (RULES.parent / "alerts.test.yml").read_text()
+    assert all(f"alertname: {alert}" in tests for alert in alerts), "every alert has a unit test"
+
+
+def test_every_metric_the_rules_and_dashboard_name_is_in_a_real_scrape():
+    env = {
+        "TOXISERVE_API_KEYS": f"tests:{KEY},limited:{LIMITED}",
+        "TOXISERVE_RATE_LIMIT": "",
+        "TOXISERVE_RATE_LIMITS_PER_KEY": json.dumps({"limited": "2/minute"}),
+    }
+    with Server(env, workers=1) as server:
+        auth = {"X-API-Key": KEY}
+        texts = [f"sample text number {i} for the drift profile" for i in range(150)]
+        assert requests.post(f"{server.url}/v1/batch_predict", json={"texts": texts}, headers=auth, timeout=30).ok
+        assert requests.post(f"{server.url}/predict", json={"text": "routed"}, headers=auth, timeout=30).ok
+        for _ in range(3):  # the third is over 2/minute
+            requests.post(f"{server.url}/v1/predict", json={"text": "x"}, headers={"X-API-Key": LIMITED}, timeout=30)
+        assert requests.get(f"{server.url}/{'a' * 5000}", timeout=30).status_code == 414  # a worker refusal
+        scrape = requests.get(f"{server.url}/metrics", timeout=30).text
+    exposed = {line.split("{")[0].split(" ")[0] for line in scrape.splitlines() if line and not line.startswith("#")}
+    named = set().union(*(metric_names(e) for e in expressions()))
+    assert {"http_requests_total", "routed_requests_total", "drift_psi", "store_circuit_open"} <= named
+    assert named - exposed == set(), f"named but not exposed: {sorted(named - exposed)}"
+    if PROMTOOL:
+        linted = subprocess.run(
+            [PROMTOOL, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60
+        )
+        assert linted.returncode == 0, linted.stdout + linted.stderr
