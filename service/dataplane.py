@@ -30,11 +30,6 @@ from .errors import NotReadyError
 from .inference import InferenceService, Prediction
 from .readiness import STARTING
 
-# Refusals of admission (not a client's malformed input): counted alike on every transport.
-REFUSALS = frozenset(
-    {"UNAUTHORIZED", "RATE_LIMITED", "NOT_READY", "OVERLOADED", "STORE_UNAVAILABLE", "IDEMPOTENCY_CONFLICT"}
-)
-
 
 def one_answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
     """The answer body of a single-text prediction: HTTP /predict, /vN/predict and gRPC Predict."""
@@ -151,6 +146,6 @@ class DataPlane:
     @staticmethod
     def _refused(call: Call, error: ToxiserveError):
         call.error_code = error.error_code
-        if error.error_code in REFUSALS:
+        if error.error_code in metrics.REFUSAL_CODES:
             metrics.child(metrics.REQUESTS_REFUSED, error.error_code).inc()
         raise error

@@ -23,9 +23,12 @@ def fingerprint(operation: str, payload: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+_HOST = socket.gethostname()  # read once: a claim is made on every request with a client id
+
+
 def claim_owner(pid: int | None = None) -> str:
     """Who holds a claim: this host and process. The gunicorn master names a dead worker the same way."""
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
+    return f"{_HOST}:{pid or os.getpid()}"
 
 
 class Idempotency:

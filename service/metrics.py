@@ -87,6 +87,8 @@ ABANDONED_WORK = Counter(
 STORE_CIRCUIT_OPEN = Gauge(
     "store_circuit_open", "1 while a process has stopped calling the failing store", multiprocess_mode="livemax"
 )
+# The admission refusals (not a client's malformed input), counted alike on every transport.
+REFUSAL_CODES = ("UNAUTHORIZED", "RATE_LIMITED", "NOT_READY", "OVERLOADED", "STORE_UNAVAILABLE", "IDEMPOTENCY_CONFLICT")
 REQUESTS_REFUSED = Counter(
     "requests_refused", "Requests refused by admission, alike on every transport", ["error_code"]
 )
@@ -113,14 +115,7 @@ def initialise_series() -> None:
             child(ROUTED_REQUESTS, arm, status)
     for operation in ("rate_limit", "idempotency", "ping", "file_replaced"):
         child(STORE_ERRORS, operation)
-    for code in (
-        "UNAUTHORIZED",
-        "RATE_LIMITED",
-        "NOT_READY",
-        "OVERLOADED",
-        "STORE_UNAVAILABLE",
-        "IDEMPOTENCY_CONFLICT",
-    ):
+    for code in REFUSAL_CODES:
         child(REQUESTS_REFUSED, code)
     for reason in ("deadline", "client_gone"):
         child(ABANDONED_WORK, reason)

@@ -116,6 +116,9 @@ class QueueTimedThreadWorker(ThreadWorker):
         self.max_header_bytes = self.cfg.limit_request_line + self.cfg.limit_request_fields * (
             self.cfg.limit_request_field_size + 2
         )
+        # A silent connection costs a socket, not a thread: it gets the whole read timeout (or the
+        # keep-alive time, if longer) to send its first byte; a client on a busy host can be slow.
+        self.first_byte_timeout = max(self.cfg.keepalive, self.read_timeout)
         DeadlineSocket.io_timeout = self.read_timeout
         super().init_process()
 
@@ -131,16 +134,13 @@ class QueueTimedThreadWorker(ThreadWorker):
             return
         sock = DeadlineSocket(client.family, client.type, client.proto, fileno=client.detach())
         self.nr_conns += 1
-        conn = TConn(self.cfg, sock, address, listener.getsockname())
-        # A silent new connection costs a socket, not a thread: give it the whole read timeout to
-        # start (a client on a busy host can be slow to send what it connected for).
-        self._start_reading(conn, idle_timeout=max(self.cfg.keepalive, self.read_timeout))
+        self._start_reading(TConn(self.cfg, sock, address, listener.getsockname()))
 
     def enqueue_req(self, conn) -> None:
         # gunicorn calls this for a kept-alive connection that became readable, and for one whose
         # buffer already holds the start of a pipelined request: both are read to completion first.
         if not getattr(conn, "toxiserve_complete", False):
-            self._start_reading(conn, idle_timeout=0.0)
+            self._start_reading(conn)
             return
         conn.toxiserve_complete = False
         stamp_enqueued(conn)
@@ -151,14 +151,14 @@ class QueueTimedThreadWorker(ThreadWorker):
     def on_client_socket_readable(self, conn, client) -> None:
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        self._start_reading(conn, idle_timeout=0.0)
+        self._start_reading(conn)
 
-    def _start_reading(self, conn, idle_timeout: float) -> None:
+    def _start_reading(self, conn) -> None:
         conn.sock.setblocking(False)
         pending = PendingRequest(self.max_header_bytes, self.max_body)
         conn.toxiserve_pending = pending
-        # A deadline for the first byte (an idle connection), extended once bytes arrive.
-        self.reading[conn] = time.monotonic() + (idle_timeout or self.read_timeout)
+        # A deadline for the first byte; the request's own clock starts with it (`_advance`).
+        self.reading[conn] = time.monotonic() + self.first_byte_timeout
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         self.poller.register(conn.sock, EVENT_READ, partial(self._on_readable, conn))
         if leftover:
@@ -167,8 +167,8 @@ class QueueTimedThreadWorker(ThreadWorker):
     def _on_readable(self, conn, _sock) -> None:
         # Drain what the socket holds in one wake-up: under load this thread waits for the GIL
         # behind the scoring threads each time it wakes, so fewer wake-ups per body matter.
-        chunks, closed = [], False
-        while sum(map(len, chunks)) < MAX_READ_PER_WAKEUP:
+        chunks, received, closed = [], 0, False
+        while received < MAX_READ_PER_WAKEUP:
             try:
                 chunk = conn.sock.recv(RECV_BYTES)
             except (BlockingIOError, InterruptedError):
@@ -179,6 +179,7 @@ class QueueTimedThreadWorker(ThreadWorker):
                 closed = True
                 break
             chunks.append(chunk)
+            received += len(chunk)
         if not chunks:  # the client closed (or reset) before its request was complete
             self._drop(conn)
             return
