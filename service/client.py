@@ -25,6 +25,14 @@ from typing import Any
 import requests
 
 RETRY_STATUSES = frozenset({429, 503})
+# No answer, or only part of one: the connection failed or timed out, or broke mid-body (a server
+# killed while it was sending). Each is retried, then reported as CONNECTION_FAILED.
+TRANSPORT_FAILURES = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class ClientError(Exception):
@@ -89,7 +97,7 @@ class ToxiserveClient:
                 response = self.session.request(
                     method, self.base_url + path, json=body, headers=headers, timeout=self.timeout
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except TRANSPORT_FAILURES as exc:
                 # Safe to resend: the request id makes a second delivery a replay, not a second answer.
                 error = ClientError(0, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}", request_id)
                 retry_after = None

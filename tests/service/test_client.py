@@ -1,6 +1,7 @@
 """The retrying client against a scripted HTTP server on 127.0.0.1 (and, in test_gunicorn_hardening, the real one)."""
 
 import json
+import re
 import threading
 
 import pytest
@@ -126,3 +127,40 @@ def test_full_jitter_bounds():
     client = ToxiserveClient("http://127.0.0.1:1", "k", backoff_base=0.1, backoff_cap=1.0, random_fraction=lambda: 0.5)
     assert [client.backoff(a, None) for a in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
     assert client.backoff(0, 120) == 30.0  # a huge Retry-After is capped
+
+
+def test_an_answer_cut_mid_body_is_retried_under_the_same_request_id():
+    """A server killed while sending its answer: headers, part of the body, then the connection
+    closes. The client must resend (the request id makes it a replay), not raise."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, seen = listener.getsockname()[1], []
+    body = json.dumps({"label": "clean", "score": 0.1, "model_version": "v1", "request_id": "cut-1"}).encode()
+
+    def serve():
+        for attempt in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                seen.append(re.search(rb"X-Request-ID: (\S+)", request).group(1))
+                if attempt == 0:  # cut: chunked headers and half a chunk, then gone
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    )
+                    conn.sendall(b"%x\r\n%s" % (len(body), body[:10]))
+                else:
+                    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
+                        body
+                    )
+                    conn.sendall(head + body)
+        listener.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client, sleeps = make_client(f"http://127.0.0.1:{port}", max_retries=3)
+    assert client.predict("x", request_id="cut-1")["request_id"] == "cut-1"
+    server.join(10)
+    assert seen == [b"cut-1", b"cut-1"] and len(sleeps) == 1
