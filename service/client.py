@@ -24,7 +24,10 @@ from typing import Any
 
 import requests
 
-RETRY_STATUSES = frozenset({429, 503})
+# 429/503: the service says "later". 502/504: a load balancer in front says its upstream died or
+# timed out without an answer (a host killed mid-request): resent under the same request id, the
+# request is answered once whichever host takes it.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # No answer, or only part of one: the connection failed or timed out, or broke mid-body (a server
 # killed while it was sending). Each is retried, then reported as CONNECTION_FAILED.
 TRANSPORT_FAILURES = (

@@ -57,6 +57,14 @@ def make_client(url, **kwargs):
     return client, sleeps
 
 
+def test_a_load_balancers_502_and_504_are_retried_with_one_request_id():
+    with ScriptedServer([(502, {}), (504, {}), (200, {})]) as server:
+        client, _ = make_client(server.url)
+        result = client.predict("hello")
+    assert result["label"] == "clean" and len(server.seen) == 3
+    assert len({s["header_id"] for s in server.seen}) == 1
+
+
 def test_503_twice_then_200_succeeds_with_one_request_id():
     with ScriptedServer([(503, {"Retry-After": "1"}), (503, {}), (200, {})]) as server:
         client, sleeps = make_client(server.url)
