@@ -1,38 +1,44 @@
-"""Model artifacts: `<root>/<name>/<version>/{model.joblib, manifest.json}`, verified before unpickling."""
+"""Model artifacts: `<root>/<name>/<version>/` with a manifest, a data-only scorer and the pickle.
+
+    manifest.json   threshold, metrics, params, the sha256 of every file below, fingerprints
+    scorer.json/npz the data-only scorer (`scorer_artifact.py`): what serving loads, numpy only
+    model.joblib    the fitted scikit-learn pipeline (`pickled.py`): for training tools and for
+                    models that have no data-only scorer, and only if pickles are allowed
+
+`load_artifact` prefers the data-only scorer and then never opens the pickle, so a pickle that
+would run code when loaded is never loaded. Every file is verified against the manifest's sha256
+before it is parsed.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import pickle
-import platform
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
-import sklearn
 
-from .errors import ChecksumMismatchError, FeatureCodeMismatchError, LibraryVersionError, ModelError
-from .scorer import CompiledScorer, compile_pipeline
+from .errors import FeatureCodeMismatchError, ModelError
+from .layout import MANIFEST_FILE, VERSION_POLICIES
+from .pickled import MODEL_FILE, SERIALIZER, dump, library_versions, load_pipeline
+from .scorer import LinearScorer
+from .scorer_artifact import FORMAT, UnsupportedPipeline, check_reproduces, from_pipeline, read_scorer, write_scorer
 from .text import feature_fingerprint, normalize_texts
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.joblib"
-MANIFEST_FILE = "manifest.json"
-VERSION_POLICIES = ("error", "warn")
-# model.joblib holds a zlib-compressed pickle (protocol 5): `joblib.load` reads it as it is, and the
-# loader unpickles it with the C unpickler. joblib's own format needs joblib's unpickler, which is
-# pure Python: 87 ms of a ~1 s cold start for our two vocabulary-heavy pipelines, against 9 ms.
-# Manifests without "serializer" (older artifacts) are joblib's format and load with joblib.
-SERIALIZER = "pickle-zlib"
+# Largest batch the per-text path scores; bigger ones take the vectorised path. Measured crossover
+# (bench/scorer_bench.py): word n-grams ~64-128 texts, char n-grams ~8-16.
+PER_TEXT_MAX_BATCH = {"word_ngrams": 96, "char_wb_ngrams": 12}
+
+
+class PickleRefusedError(ModelError):
+    """The model has no data-only scorer, and loading pickles is turned off."""
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -43,30 +49,28 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    """The versions a pickled pipeline depends on; recorded at save, compared at load."""
-    return {
-        "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-        "joblib": joblib.__version__,
-    }
-
-
 @dataclass
 class LoadedModel:
-    """A verified, unpickled pipeline and the manifest it came with."""
+    """A verified model: its data-only scorer (or, failing that, its unpickled pipeline) and manifest."""
 
     name: str
     version: str
-    pipeline: Any
     manifest: dict[str, Any]
     path: Path
+    scorer: LinearScorer | None = None
+    pipeline: Any = None  # only when loaded from the pickle
     warnings: list[str] = field(default_factory=list)
-    scorer: CompiledScorer | None = None
-    # Largest batch the compiled scorer takes; bigger ones go to vectorised predict_proba. Measured
-    # crossover (bench/scorer_bench.py): word n-grams ~256-1000 texts, char n-grams ~32-64.
-    compiled_max_batch: int = 0
+    per_text_max_batch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scorer is None and self.pipeline is None:
+            raise ValueError("a LoadedModel needs a scorer or a pipeline")
+        if self.scorer is not None and not self.per_text_max_batch:
+            self.per_text_max_batch = PER_TEXT_MAX_BATCH.get(getattr(self.scorer.analyze, "name", ""), 32)
+
+    @property
+    def source(self) -> str:
+        return "data-only" if self.pipeline is None else "pickle"
 
     @property
     def threshold(self) -> float:
@@ -77,42 +81,29 @@ class LoadedModel:
         return self.manifest["sha256"]
 
     def score(self, texts: list[str]) -> np.ndarray:
-        """P(toxic) for each text: exactly `pipeline.predict_proba(texts)[:, 1]`."""
-        return self.pipeline.predict_proba(texts)[:, 1]
-
-    @property
-    def normalises_first(self) -> bool:
-        """True when step 0 is our normaliser, so the rest of the pipeline can take normalised text."""
-        steps = getattr(self.pipeline, "steps", None)
-        return bool(steps) and getattr(steps[0][1], "func", None) is normalize_texts
+        """P(toxic) for each raw text: `predict_proba(texts)[:, 1]` of the trained pipeline (to 1e-12)."""
+        return self.score_normalised(normalize_texts(texts), texts)
 
     def score_normalised(self, normalised: list[str], raw: list[str]) -> np.ndarray:
-        """The same scores as `score(raw)` (to 1e-12), skipping the normalisation already done."""
+        """The same scores as `score(raw)`, skipping the normalisation already done."""
         return self.score_with_oov(normalised, raw)[0]
 
     def score_with_oov(self, normalised: list[str], raw: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores by the faster path for this batch size, and OOV rates when they came for free.
+        """Scores by the faster path for this batch size, and OOV rates when they come for free."""
+        if self.scorer is None:
+            return self.pipeline.predict_proba(raw)[:, 1], None
+        if len(normalised) <= self.per_text_max_batch:
+            return self.scorer.per_text(normalised)
+        return self.scorer.vectorised(normalised)
 
-        Small batches: the compiled scorer (per-call overhead ~0). Large ones: `pipeline[1:]`, the
-        pipeline's own remaining steps on the normalised text (identical arithmetic, one pass fewer).
-        """
-        if self.scorer is not None and len(normalised) <= self.compiled_max_batch:
-            return self.scorer.score(normalised)
-        if self.normalises_first:
-            return self.pipeline[1:].predict_proba(normalised)[:, 1], None
-        return self.score(raw), None
-
-    def compile(self, max_batch: int | None = None) -> None:
-        """Build the compiled scorer (once, at load: in the gunicorn master, before fork)."""
-        self.scorer = compile_pipeline(self.pipeline, f"{self.name}/{self.version}") if max_batch != 0 else None
-        if max_batch is None:
-            analyzer = getattr(self.pipeline.steps[1][1], "analyzer", "word") if self.scorer else "word"
-            max_batch = 256 if analyzer == "word" else 32
-        self.compiled_max_batch = max_batch if self.scorer else 0
+    def set_per_text_max_batch(self, value: int | None) -> None:
+        """Override the measured crossover (None keeps it; 0 always takes the vectorised path)."""
+        if value is not None and self.scorer is not None:
+            self.per_text_max_batch = value
 
 
-def _write_atomic(path: Path, write) -> None:
-    # Write beside the target then rename, so a reader never sees a half-written artifact.
+def write_atomic(path: Path, write) -> None:
+    # Write beside the target then rename, so a reader never sees a half-written file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
@@ -124,12 +115,33 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-def save_artifact(pipeline: Any, directory: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Dump the fitted pipeline, then write a manifest that records its sha256 and the libraries."""
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    write_atomic(directory / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def data_only_entry(pipeline: Any, directory: Path, threshold: float, check_texts: list[str]) -> dict[str, Any]:
+    """Build the data-only scorer, prove it reproduces predict_proba on `check_texts`, write it."""
+    scorer = from_pipeline(pipeline)
+    if not check_texts:
+        raise ModelError("no texts to check the data-only scorer against")
+    verified = check_reproduces(scorer, pipeline, check_texts)
+    files = write_scorer(scorer, directory, threshold, write_atomic)
+    return {"format": FORMAT, "files": files, "verified": verified}
+
+
+def save_artifact(
+    pipeline: Any,
+    directory: str | os.PathLike,
+    manifest: dict[str, Any],
+    check_texts: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write the pickle and, for supported pipelines checked on `check_texts`, the data-only scorer;
+    then the manifest, which is written last and only if the check passed."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / MODEL_FILE
-    _write_atomic(model_path, lambda tmp: Path(tmp).write_bytes(zlib.compress(pickle.dumps(pipeline, protocol=5), 3)))
+    write_atomic(model_path, lambda tmp: Path(tmp).write_bytes(dump(pipeline)))
     full = {
         **manifest,
         "serializer": SERIALIZER,
@@ -138,12 +150,24 @@ def save_artifact(pipeline: Any, directory: str | os.PathLike, manifest: dict[st
         "libraries": library_versions(),
         "feature_fingerprint": feature_fingerprint(),
     }
-
-    def write_manifest(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-    _write_atomic(directory / MANIFEST_FILE, write_manifest)
+    if check_texts is not None:
+        try:
+            full["data_only"] = data_only_entry(pipeline, directory, float(manifest["threshold"]), check_texts)
+        except UnsupportedPipeline as exc:
+            log.warning("model %s: no data-only scorer (%s); serving it will need its pickle", directory, exc)
+    _write_manifest(directory, full)
     return full
+
+
+def export_data_only(directory: str | os.PathLike, check_texts: list[str], on_version_mismatch: str = "error") -> dict:
+    """Add a data-only scorer to an existing artifact (verified like training's); returns the manifest."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    pipeline, _ = load_pipeline(directory, manifest, on_version_mismatch)
+    _check_normaliser(manifest, on_version_mismatch, directory)
+    manifest["data_only"] = data_only_entry(pipeline, directory, float(manifest["threshold"]), check_texts)
+    _write_manifest(directory, manifest)
+    return manifest
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -156,61 +180,45 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise ModelError(f"unreadable manifest {path}: {exc}") from None
 
 
-def _check_environment(manifest: dict[str, Any], on_mismatch: str, where: Path) -> list[str]:
-    """Compare the libraries and normaliser the artifact was made with against the running ones."""
-    problems = []
-    recorded = manifest.get("libraries", {})
-    for lib in ("scikit-learn", "numpy", "joblib"):
-        running = library_versions()[lib]
-        if recorded.get(lib) != running:
-            problems.append(f"{lib} {recorded.get(lib)} at training, {running} running")
-    fingerprint_differs = manifest.get("feature_fingerprint") != feature_fingerprint()
-    if fingerprint_differs:
-        problems.append("text normaliser output differs from the one the model was trained with")
-    if not problems:
+def _check_normaliser(manifest: dict[str, Any], on_mismatch: str, where: Path) -> list[str]:
+    if manifest.get("feature_fingerprint") == feature_fingerprint():
         return []
-    message = f"model {where}: " + "; ".join(problems)
+    message = f"model {where}: text normaliser output differs from the one the model was trained with"
     if on_mismatch == "error":
-        error = FeatureCodeMismatchError if fingerprint_differs else LibraryVersionError
-        raise error(message + " (set TOXISERVE_ON_VERSION_MISMATCH=warn to load anyway)")
+        raise FeatureCodeMismatchError(message + " (set TOXISERVE_ON_VERSION_MISMATCH=warn to load anyway)")
     log.warning("loading despite mismatch: %s", message)
     return [message]
 
 
-def _unpickle(data: bytes, serializer: str | None, where: Path) -> Any:
-    if serializer == SERIALIZER:
-        return pickle.loads(zlib.decompress(data))
-    if serializer is None:
-        return joblib.load(io.BytesIO(data))
-    raise ModelError(f"{where}: unknown serializer {serializer!r} in the manifest")
-
-
-def load_artifact(directory: str | os.PathLike, on_version_mismatch: str = "error") -> LoadedModel:
-    """Verify model.joblib against the manifest's sha256, then (and only then) unpickle it."""
+def load_artifact(
+    directory: str | os.PathLike, on_version_mismatch: str = "error", allow_pickle: bool = True
+) -> LoadedModel:
+    """The data-only scorer when the manifest lists one (the pickle is then never opened); otherwise
+    the verified pickle, if `allow_pickle`."""
     if on_version_mismatch not in VERSION_POLICIES:
         raise ValueError(f"on_version_mismatch must be one of {VERSION_POLICIES}")
     directory = Path(directory)
     manifest = read_manifest(directory)
-    model_path = directory / MODEL_FILE
-    try:
-        data = model_path.read_bytes()  # read once: the bytes verified are the bytes unpickled
-    except OSError as exc:
-        raise ModelError(f"cannot read {model_path}: {exc}") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != manifest.get("sha256"):
-        raise ChecksumMismatchError(
-            f"checksum mismatch for {model_path}: manifest says {manifest.get('sha256')}, file is {actual}; "
-            "refusing to load"
+    warnings = _check_normaliser(manifest, on_version_mismatch, directory)
+    model = {"name": manifest["name"], "version": manifest["version"], "manifest": manifest, "path": directory}
+    data_only = manifest.get("data_only")
+    if data_only:
+        scorer = read_scorer(directory, data_only.get("files", {}), float(manifest["threshold"]))
+        return LoadedModel(**model, scorer=scorer, warnings=warnings)
+    if not allow_pickle:
+        raise PickleRefusedError(
+            f"model {directory} has no data-only scorer and pickles are not allowed (TOXISERVE_ALLOW_PICKLE=false); "
+            f"add one with `batchjob export --name {manifest['name']} --version {manifest['version']}`"
         )
-    warnings = _check_environment(manifest, on_version_mismatch, directory)
-    pipeline = _unpickle(data, manifest.get("serializer"), model_path)
-    model = LoadedModel(
-        name=manifest["name"],
-        version=manifest["version"],
-        pipeline=pipeline,
-        manifest=manifest,
-        path=directory,
-        warnings=warnings,
+    log.warning(
+        "model %s/%s has no data-only scorer: loading its pickle (run `batchjob export` to add one)",
+        manifest["name"],
+        manifest["version"],
     )
-    model.compile()
-    return model
+    pipeline, pickle_warnings = load_pipeline(directory, manifest, on_version_mismatch)
+    try:
+        scorer = from_pipeline(pipeline, portable=False)
+    except UnsupportedPipeline as exc:
+        log.warning("model %s: scoring uses predict_proba (%s)", directory, exc)
+        scorer = None
+    return LoadedModel(**model, scorer=scorer, pipeline=pipeline, warnings=warnings + pickle_warnings)

@@ -22,6 +22,8 @@ _EPSILON = 1e-4  # share floor, so an empty bin gives a large but finite PSI
 
 def oov_rates(model: LoadedModel, normalised: list[str]) -> np.ndarray:
     """Share of each text's analyzer tokens (word or char n-grams) missing from the vocabulary."""
+    if model.scorer is not None:
+        return model.scorer.vectorised(normalised)[1]
     vectorizer = model.pipeline.named_steps.get("tfidf") if hasattr(model.pipeline, "named_steps") else None
     if vectorizer is None:
         return np.zeros(len(normalised))

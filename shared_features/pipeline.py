@@ -1,8 +1,12 @@
-"""build_pipeline(params): the one way features are made, for training, serving and batch scoring."""
+"""build_pipeline(params): the one way features are made, for training, serving and batch scoring.
+
+The vectorizer's analyzer is one of ours (`tokenizers.py`), named by the `analyzer` parameter
+(`word`, the default, or `char_wb`, as scikit-learn spells them) with `ngram_range` and
+`token_pattern`; TF-IDF weighting and the classifier are scikit-learn's.
+"""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -10,44 +14,34 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from .presets import DEFAULT_PRESET, PRESETS, resolve_params  # noqa: F401 - re-exported
 from .text import normalize_texts
+from .tokenizers import ANALYZER_NAMES, TOKENIZERS, make_tokenizer
 
-# Named parameter sets; `batchjob train --preset NAME` picks one, `--params JSON` overrides keys.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # v1: the dataset README's baseline, on normalised text.
-    "word-ngrams": {
-        "vectorizer": {"ngram_range": [1, 2], "min_df": 2, "sublinear_tf": True},
-        "classifier": {"max_iter": 1000},
-    },
-    # v2: character n-grams within word boundaries survive misspellings and obfuscation; class
-    # weighting and weaker regularisation lift the minority (clean) class.
-    "char-ngrams": {
-        "vectorizer": {"analyzer": "char_wb", "ngram_range": [2, 5], "min_df": 3, "sublinear_tf": True},
-        "classifier": {"max_iter": 1000, "C": 4.0, "class_weight": "balanced"},
-    },
-}
-DEFAULT_PRESET = "word-ngrams"
+_ANALYZER_KEYS = ("analyzer", "ngram_range", "token_pattern")
+# Options a callable analyzer makes scikit-learn ignore: refused rather than silently dropped.
+_IGNORED_WITH_OUR_ANALYZER = ("preprocessor", "tokenizer", "stop_words", "strip_accents")
 
 
-def resolve_params(preset: str = DEFAULT_PRESET, overrides: dict[str, dict[str, Any]] | None = None) -> dict:
-    """A preset with per-section overrides applied; the result is what the manifest records."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    params = copy.deepcopy(PRESETS[preset])
-    for section, values in (overrides or {}).items():
-        if section not in params:
-            raise ValueError(f"unknown params section {section!r}; expected 'vectorizer' or 'classifier'")
-        params[section].update(values)
-    return params
+def analyzer_for(vectorizer_params: dict[str, Any]):
+    """Our tokenizer for the vectorizer params (`analyzer`, `ngram_range`, `token_pattern`)."""
+    name = vectorizer_params.get("analyzer", "word")
+    name = ANALYZER_NAMES.get(name, name)
+    if name not in TOKENIZERS:
+        raise ValueError(f"unsupported analyzer {name!r}; choose one of {sorted(ANALYZER_NAMES)}")
+    params = {key: vectorizer_params[key] for key in ("ngram_range", "token_pattern") if key in vectorizer_params}
+    return make_tokenizer(name, params)
 
 
 def build_pipeline(params: dict[str, dict[str, Any]]) -> Pipeline:
-    """normalise -> TF-IDF -> logistic regression, from JSON-safe params (lists become tuples)."""
-    vectorizer = dict(params.get("vectorizer", {}))
-    if "ngram_range" in vectorizer:
-        vectorizer["ngram_range"] = tuple(vectorizer["ngram_range"])
-    # The normaliser already lower-cases (after NFKC), so the vectorizer must not do it again.
-    vectorizer.setdefault("lowercase", False)
+    """normalise -> TF-IDF (our analyzer) -> logistic regression, from JSON-safe params."""
+    given = dict(params.get("vectorizer", {}))
+    refused = [key for key in _IGNORED_WITH_OUR_ANALYZER if given.get(key) is not None]
+    if refused or given.get("lowercase"):
+        raise ValueError(f"vectorizer options {refused or ['lowercase']} are not supported: the normaliser does that")
+    vectorizer = {key: value for key, value in given.items() if key not in _ANALYZER_KEYS}
+    vectorizer["analyzer"] = analyzer_for(given)
+    vectorizer["lowercase"] = False  # the normaliser already lower-cases (after NFKC)
     classifier = dict(params.get("classifier", {}))
     classifier.setdefault("random_state", 0)
     return Pipeline(

@@ -6,13 +6,12 @@ import os
 import re
 from pathlib import Path
 
-from .artifacts import MANIFEST_FILE, LoadedModel, load_artifact, read_manifest
+from .artifacts import LoadedModel, load_artifact, read_manifest
 from .errors import ModelNotFoundError
+from .layout import DEFAULT_MODEL_ROOT, MANIFEST_FILE
 
 # Names and versions become path segments: keep them plain so nothing escapes the model root.
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-DEFAULT_MODEL_ROOT = Path(__file__).resolve().parent.parent / "models"
 
 
 def _version_key(version: str) -> tuple:
@@ -23,9 +22,12 @@ def _version_key(version: str) -> tuple:
 class ModelRegistry:
     """Read-only view of `<root>/<name>/<version>/`; loads only from inside root."""
 
-    def __init__(self, root: str | os.PathLike | None = None, on_version_mismatch: str = "error") -> None:
+    def __init__(
+        self, root: str | os.PathLike | None = None, on_version_mismatch: str = "error", allow_pickle: bool = True
+    ) -> None:
         self.root = Path(root or DEFAULT_MODEL_ROOT).resolve()
         self.on_version_mismatch = on_version_mismatch
+        self.allow_pickle = allow_pickle
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -56,7 +58,7 @@ class ModelRegistry:
 
     def load(self, name: str, version: str | None = None) -> LoadedModel:
         version = self.latest(name) if version is None else version
-        return load_artifact(self.path(name, version), self.on_version_mismatch)
+        return load_artifact(self.path(name, version), self.on_version_mismatch, self.allow_pickle)
 
     def _inside_root(self, *segments: str) -> Path:
         for segment in segments:

@@ -1,109 +1,115 @@
-"""A lean, exact scorer for the pipelines we train: normaliser -> TfidfVectorizer -> logistic regression.
+"""LinearScorer: TF-IDF + binary logistic regression from plain arrays, with numpy alone.
 
-`predict_proba` on one text spends ~0.5 ms on per-call machinery (input validation, sparse matrix
-construction) around ~5 us of tokenising. This scorer keeps the pipeline's own analyzer (never a
-re-implementation of tokenisation) and folds idf and coefficients into one dict lookup per
-n-gram, computing exactly what sklearn computes:
+It computes exactly what the fitted scikit-learn pipeline computes (to ~1e-16; training checks
+1e-12), from the arrays a data-only artifact holds:
 
-    tf'_j   = 1 + log(count_j) if sublinear_tf else count_j     (1 if binary)
-    x_j     = tf'_j * idf_j, then divided by the l2 (or l1) norm of x
-    score   = expit(intercept + sum_j x_j * coef_j)
+    tf_j    = 1 + log(count_j) if sublinear else count_j      (1 if binary)
+    x_j     = tf_j * idf_j, then divided by the l2 (or l1) norm of x
+    P(toxic)= 1 / (1 + exp(-(intercept + sum_j x_j * coef_j)))
 
-`compile_pipeline` returns None for any other shape or option, and callers fall back to
-`predict_proba`.
+The analyzer is one of ours (`tokenizers.py`), so tokens are made by the same code at training.
+Two paths over the same arrays, chosen by batch size:
+- `per_text`: plain Python over each text's distinct n-grams; no per-call numpy overhead, so it is
+  the fastest for one text and small batches;
+- `vectorised`: all texts' n-gram columns at once through np.unique and np.bincount; faster for
+  big batches (the crossover is measured by `bench/scorer_bench.py`).
+Both return the OOV rate per text as well: drift monitoring needs it and it comes free.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 
 import numpy as np
-from scipy.special import expit
 
-log = logging.getLogger(__name__)
-
-_SUPPORTED_NORMS = ("l2", "l1", None)
+NORMS = ("l2", "l1", None)
 
 
-class CompiledScorer:
+class LinearScorer:
     def __init__(
-        self, analyzer, weights: dict, intercept: float, sublinear: bool, binary: bool, norm: str | None
+        self,
+        analyzer,
+        terms: list[str],
+        idf: np.ndarray,
+        coef: np.ndarray,
+        intercept: float,
+        sublinear: bool,
+        binary: bool,
+        norm: str | None,
     ) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
+        if not len(terms) == len(idf) == len(coef):
+            raise ValueError(f"{len(terms)} terms, {len(idf)} idf values and {len(coef)} coefficients")
         self.analyze = analyzer
-        self.weights = weights  # n-gram -> (idf, coef)
-        self.intercept = intercept
-        self.sublinear, self.binary, self.norm = sublinear, binary, norm
+        self.terms = terms
+        self.vocabulary = dict(zip(terms, range(len(terms)), strict=True))
+        if len(self.vocabulary) != len(terms):
+            raise ValueError("the vocabulary holds duplicate terms")
+        self.idf = np.ascontiguousarray(idf, dtype=np.float64)
+        self.coef = np.ascontiguousarray(coef, dtype=np.float64)
+        self.intercept = float(intercept)
+        self.sublinear, self.binary, self.norm = bool(sublinear), bool(binary), norm
+        # Python floats for the per-text path: indexing a list is ~10x cheaper than a numpy scalar.
+        self._idf_list, self._coef_list = self.idf.tolist(), self.coef.tolist()
 
-    def decision(self, normalised: str) -> tuple[float, float]:
-        """(decision value, out-of-vocabulary token rate) for one normalised text."""
-        tokens = self.analyze(normalised)
-        weights = self.weights
-        counts = Counter(token for token in tokens if token in weights)
-        oov = (1 - sum(counts.values()) / len(tokens)) if tokens else 1.0
-        if not counts:
-            return self.intercept, oov
-        dot = norm_acc = 0.0
-        for token, count in counts.items():
-            idf, coef = weights[token]
-            tf = 1.0 if self.binary else (1.0 + math.log(count) if self.sublinear else float(count))
-            value = tf * idf
-            dot += value * coef
-            norm_acc += value * value if self.norm == "l2" else abs(value)
-        if self.norm == "l2":
-            dot /= math.sqrt(norm_acc)
-        elif self.norm == "l1":
-            dot /= norm_acc
-        return self.intercept + dot, oov
+    def _tf(self, count):
+        if self.binary:
+            return 1.0
+        return 1.0 + math.log(count) if self.sublinear else float(count)
 
-    def score(self, normalised: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """P(toxic) and OOV rate per text (the OOV rate comes free: drift monitoring uses it)."""
-        decisions = np.empty(len(normalised))
-        oov = np.empty(len(normalised))
+    def per_text(self, normalised: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        decisions, oov = np.empty(len(normalised)), np.empty(len(normalised))
+        vocabulary, idf, coef, l2 = self.vocabulary, self._idf_list, self._coef_list, self.norm == "l2"
         for index, text in enumerate(normalised):
-            decisions[index], oov[index] = self.decision(text)
-        return expit(decisions), oov  # sklearn's binary LogisticRegression.predict_proba uses expit too
+            tokens = self.analyze(text)
+            known = 0
+            dot = norm = 0.0
+            for token, count in Counter(tokens).items():
+                column = vocabulary.get(token)
+                if column is None:
+                    continue
+                known += count
+                value = self._tf(count) * idf[column]
+                dot += value * coef[column]
+                norm += value * value if l2 else abs(value)
+            if norm and self.norm:
+                dot /= math.sqrt(norm) if l2 else norm
+            decisions[index] = self.intercept + dot
+            oov[index] = 1.0 - known / len(tokens) if tokens else 1.0
+        return _expit(decisions), oov
+
+    def vectorised(self, normalised: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        rows = len(normalised)
+        lookup = self.vocabulary.get
+        columns: list[int] = []
+        known = np.empty(rows, dtype=np.int64)
+        lengths = np.empty(rows, dtype=np.int64)
+        for index, text in enumerate(normalised):
+            tokens = self.analyze(text)
+            found = [column for column in map(lookup, tokens) if column is not None]
+            columns.extend(found)
+            known[index], lengths[index] = len(found), len(tokens)
+        row_of = np.repeat(np.arange(rows, dtype=np.int64), known)
+        keys, counts = np.unique(row_of * len(self.terms) + np.asarray(columns, dtype=np.int64), return_counts=True)
+        row, column = np.divmod(keys, len(self.terms))
+        if self.binary:
+            tf = np.ones(len(counts))
+        else:
+            tf = np.log(counts) + 1.0 if self.sublinear else counts.astype(np.float64)
+        values = tf * self.idf[column]
+        dot = np.bincount(row, values * self.coef[column], minlength=rows)
+        if self.norm:
+            norm = np.bincount(row, values * values if self.norm == "l2" else np.abs(values), minlength=rows)
+            norm = np.sqrt(norm) if self.norm == "l2" else norm
+            dot = np.divide(dot, norm, out=np.zeros(rows), where=norm > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            oov = np.where(lengths > 0, 1.0 - known / np.maximum(lengths, 1), 1.0)
+        return _expit(self.intercept + dot), oov
 
 
-def _why_not(pipeline) -> str | None:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    from .text import normalize_texts
-
-    steps = getattr(pipeline, "steps", None)
-    if not steps or len(steps) != 3:
-        return "not a 3-step Pipeline"
-    normaliser, vectorizer, classifier = (step for _, step in steps)
-    if getattr(normaliser, "func", None) is not normalize_texts:
-        return "first step is not shared_features.text.normalize_texts"
-    if type(vectorizer) is not TfidfVectorizer:
-        return "second step is not a TfidfVectorizer"
-    if vectorizer.norm not in _SUPPORTED_NORMS or not vectorizer.use_idf or vectorizer.dtype is not np.float64:
-        return f"unsupported TfidfVectorizer options (norm={vectorizer.norm}, use_idf={vectorizer.use_idf})"
-    if not isinstance(classifier, LogisticRegression) or classifier.coef_.shape[0] != 1:
-        return "last step is not a binary LogisticRegression"
-    if list(classifier.classes_) != [0, 1]:
-        return f"classes are {list(classifier.classes_)}, not [0, 1]"
-    return None
-
-
-def compile_pipeline(pipeline, name: str = "model") -> CompiledScorer | None:
-    """Build the scorer from a fitted pipeline, or None (logged once) when its shape isn't covered."""
-    reason = _why_not(pipeline)
-    if reason:
-        log.warning("model %s: no compiled scorer (%s); scoring uses predict_proba", name, reason)
-        return None
-    vectorizer, classifier = pipeline.steps[1][1], pipeline.steps[2][1]
-    columns = np.fromiter(vectorizer.vocabulary_.values(), dtype=np.intp, count=len(vectorizer.vocabulary_))
-    pairs = zip(vectorizer.idf_[columns].tolist(), classifier.coef_[0][columns].tolist(), strict=True)
-    weights = dict(zip(vectorizer.vocabulary_.keys(), pairs, strict=True))  # n-gram -> (idf, coef), Python floats
-    return CompiledScorer(
-        analyzer=vectorizer.build_analyzer(),
-        weights=weights,
-        intercept=float(classifier.intercept_[0]),
-        sublinear=bool(vectorizer.sublinear_tf),
-        binary=bool(vectorizer.binary),
-        norm=vectorizer.norm,
-    )
+def _expit(x: np.ndarray) -> np.ndarray:
+    # scipy.special.expit, which sklearn's binary predict_proba uses, without importing scipy.
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))

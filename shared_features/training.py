@@ -59,7 +59,7 @@ def train_model(
     # Drift reference: validation data is held out from fitting, so its scores look like live ones.
     val_texts = parts["validation"][0]
     normalised = pipeline.named_steps["normalise"].transform(val_texts)
-    profile_model = LoadedModel(name, version, pipeline, {"threshold": chosen}, Path(output_root))
+    profile_model = LoadedModel(name, version, {"threshold": chosen}, Path(output_root), pipeline=pipeline)
     profile = reference_profile(feature_values(profile_model, val_texts, normalised, val_scores), "validation")
     manifest = {
         "name": name,
@@ -79,6 +79,7 @@ def train_model(
         "training_data": {"sha256": data.sha256, "rows": data.rows, "source": data.source},
         "training_seconds": round(time.perf_counter() - started, 2),
     }
-    saved = save_artifact(pipeline, Path(output_root) / name / version, manifest)
+    # The data-only scorer must reproduce predict_proba on the validation split, or no manifest is written.
+    saved = save_artifact(pipeline, Path(output_root) / name / version, manifest, check_texts=val_texts)
     log.info("trained %s/%s: test ROC-AUC %s", name, version, saved["metrics"]["test"]["roc_auc"])
     return saved

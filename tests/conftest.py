@@ -64,6 +64,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def reference_proba():
+    """`predict_proba(texts)[:, 1]` of the trained scikit-learn pipeline, read from its pickle with joblib:
+    the reference every served score must equal to 1e-12 (serving itself never loads the pickle)."""
+    import joblib
+
+    cache = {}
+
+    def proba(version: str, texts: list[str], root: Path = SHIPPED_MODELS, name: str = "toxicity"):
+        path = Path(root) / name / version / "model.joblib"
+        if path not in cache:
+            cache[path] = joblib.load(path)
+        return cache[path].predict_proba(texts)[:, 1]
+
+    return proba
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

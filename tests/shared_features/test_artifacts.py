@@ -4,6 +4,7 @@ import pickle
 import shutil
 
 import joblib
+import numpy as np
 import pytest
 
 from shared_features import (
@@ -15,6 +16,7 @@ from shared_features import (
     load_artifact,
 )
 from shared_features.artifacts import library_versions, sha256_file
+from shared_features.scorer_artifact import ARRAYS_FILE, JSON_FILE
 
 REQUIRED_MANIFEST_KEYS = {
     "name",
@@ -36,6 +38,17 @@ def artifact_copy(tiny_model_root, tmp_path):
     return target
 
 
+@pytest.fixture
+def pickle_only(artifact_copy):
+    """An artifact from before data-only scorers: serving falls back to its pickle."""
+    manifest = json.loads((artifact_copy / "manifest.json").read_text())
+    del manifest["data_only"]
+    (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
+    (artifact_copy / JSON_FILE).unlink()
+    (artifact_copy / ARRAYS_FILE).unlink()
+    return artifact_copy
+
+
 def edit_manifest(directory, **changes):
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -53,61 +66,101 @@ def test_manifest_contents(tiny_model_root, tiny_csv):
     test_metrics = manifest["metrics"]["test"]
     assert {"roc_auc", "macro_f1", "classes"} <= test_metrics.keys()
     assert {"precision", "recall", "f1", "support"} <= test_metrics["classes"]["clean"].keys()
+    assert set(manifest["data_only"]["files"]) == {JSON_FILE, ARRAYS_FILE}
+    for name, digest in manifest["data_only"]["files"].items():
+        assert digest == sha256_file(tiny_model_root / "toxicity" / "v1" / name)
+    assert manifest["data_only"]["verified"]["max_abs_difference"] <= 1e-12
 
 
-def test_round_trip_scores_equal_plain_joblib(artifact_copy):
+def test_data_only_round_trip_equals_plain_joblib_and_never_unpickles(artifact_copy, monkeypatch):
     texts = ["you are an idiot", "lovely sunny day", "", "unseen words entirely"]
-    loaded = load_artifact(artifact_copy)
     plain = joblib.load(artifact_copy / "model.joblib").predict_proba(texts)[:, 1]
-    assert loaded.score(texts).tolist() == plain.tolist()
-    assert (loaded.name, loaded.version, loaded.threshold) == ("toxicity", "v1", 0.5)
+    unpickled = []
+    monkeypatch.setattr(joblib, "load", lambda *a, **k: unpickled.append(a))
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: unpickled.append(a))
+    loaded = load_artifact(artifact_copy, allow_pickle=False)
+    assert np.abs(loaded.score(texts) - plain).max() <= 1e-12
+    assert (loaded.name, loaded.version, loaded.threshold, loaded.source) == ("toxicity", "v1", 0.5, "data-only")
+    assert unpickled == []
 
 
-def test_artifacts_in_joblibs_own_format_still_load(artifact_copy):
+def test_pickle_round_trip_scores_equal_plain_joblib(pickle_only):
+    texts = ["you are an idiot", "lovely sunny day", "", "unseen words entirely"]
+    loaded = load_artifact(pickle_only)
+    plain = joblib.load(pickle_only / "model.joblib").predict_proba(texts)[:, 1]
+    assert loaded.source == "pickle" and np.abs(loaded.score(texts) - plain).max() <= 1e-12
+
+
+def test_artifacts_in_joblibs_own_format_still_load(pickle_only):
     """Artifacts from before the manifest named a serializer were written by joblib.dump."""
     texts = ["you are an idiot", "lovely sunny day"]
-    expected = load_artifact(artifact_copy).score(texts)
-    pipeline = joblib.load(artifact_copy / "model.joblib")
-    joblib.dump(pipeline, artifact_copy / "model.joblib", compress=3)
-    manifest = json.loads((artifact_copy / "manifest.json").read_text())
+    expected = load_artifact(pickle_only).score(texts)
+    pipeline = joblib.load(pickle_only / "model.joblib")
+    joblib.dump(pipeline, pickle_only / "model.joblib", compress=3)
+    manifest = json.loads((pickle_only / "manifest.json").read_text())
     del manifest["serializer"]
-    manifest["sha256"] = sha256_file(artifact_copy / "model.joblib")
-    (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
-    assert load_artifact(artifact_copy).score(texts).tolist() == expected.tolist()
+    manifest["sha256"] = sha256_file(pickle_only / "model.joblib")
+    (pickle_only / "manifest.json").write_text(json.dumps(manifest))
+    assert load_artifact(pickle_only).score(texts).tolist() == expected.tolist()
 
 
-def test_unknown_serializer_is_refused(artifact_copy):
-    edit_manifest(artifact_copy, serializer="cloudpickle")
+def test_unknown_serializer_is_refused(pickle_only):
+    edit_manifest(pickle_only, serializer="cloudpickle")
     with pytest.raises(ModelError, match="unknown serializer 'cloudpickle'"):
-        load_artifact(artifact_copy)
+        load_artifact(pickle_only)
 
 
-def test_tampered_model_is_refused_before_unpickling(artifact_copy, monkeypatch):
-    with open(artifact_copy / "model.joblib", "ab") as handle:
+def test_tampered_model_is_refused_before_unpickling(pickle_only, monkeypatch):
+    with open(pickle_only / "model.joblib", "ab") as handle:
         handle.write(b"\x00")
     unpickled = []
     monkeypatch.setattr(joblib, "load", lambda *a, **k: unpickled.append(a))
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: unpickled.append(a))
     with pytest.raises(ChecksumMismatchError) as caught:
-        load_artifact(artifact_copy)
-    assert str(artifact_copy / "model.joblib") in str(caught.value)
+        load_artifact(pickle_only)
+    assert str(pickle_only / "model.joblib") in str(caught.value)
     assert unpickled == []
 
 
-def test_library_mismatch_refused_by_default_and_warned_on_request(artifact_copy, caplog):
-    libraries = {**library_versions(), "scikit-learn": "0.24.2"}
-    edit_manifest(artifact_copy, libraries=libraries)
-    with pytest.raises(LibraryVersionError, match="scikit-learn 0.24.2 at training"):
+@pytest.mark.parametrize("name", [JSON_FILE, ARRAYS_FILE])
+def test_tampered_data_only_scorer_is_refused(artifact_copy, name):
+    with open(artifact_copy / name, "ab") as handle:
+        handle.write(b"\x00")
+    with pytest.raises(ChecksumMismatchError, match=name):
         load_artifact(artifact_copy)
+
+
+def test_a_changed_tokenizer_is_detected(artifact_copy, monkeypatch):
+    from shared_features.tokenizers import WordNgrams
+
+    real = WordNgrams.__call__
+    monkeypatch.setattr(WordNgrams, "__call__", lambda self, text: [t.upper() for t in real(self, text)])
+    with pytest.raises(FeatureCodeMismatchError, match="word_ngrams now tokenises differently"):
+        load_artifact(artifact_copy)
+
+
+def test_library_mismatch_refused_by_default_and_warned_on_request(pickle_only, caplog):
+    libraries = {**library_versions(), "scikit-learn": "0.24.2"}
+    edit_manifest(pickle_only, libraries=libraries)
+    with pytest.raises(LibraryVersionError, match="scikit-learn 0.24.2 at training"):
+        load_artifact(pickle_only)
     with caplog.at_level(logging.WARNING):
-        loaded = load_artifact(artifact_copy, on_version_mismatch="warn")
+        loaded = load_artifact(pickle_only, on_version_mismatch="warn")
     assert loaded.warnings and "scikit-learn 0.24.2" in caplog.text
 
 
-def test_changed_normaliser_is_detected(artifact_copy):
-    edit_manifest(artifact_copy, feature_fingerprint="0" * 64)
+def test_data_only_scorer_ignores_library_versions(artifact_copy):
+    """It is numbers read by numpy: the scikit-learn that wrote it does not matter to serving."""
+    edit_manifest(artifact_copy, libraries={**library_versions(), "scikit-learn": "0.24.2"})
+    assert load_artifact(artifact_copy).source == "data-only"
+
+
+@pytest.mark.parametrize("source", ["artifact_copy", "pickle_only"])
+def test_changed_normaliser_is_detected(request, source):
+    directory = request.getfixturevalue(source)
+    edit_manifest(directory, feature_fingerprint="0" * 64)
     with pytest.raises(FeatureCodeMismatchError, match="normaliser"):
-        load_artifact(artifact_copy)
+        load_artifact(directory)
 
 
 def test_registry_lists_and_refuses_paths_outside_root(tiny_model_root):
