@@ -14,10 +14,11 @@ import tempfile
 # everything the master allocated is frozen, before any worker forks.
 gc.disable()
 
-# Import only what serving needs. scikit-learn imports pandas (and pandas pyarrow) whenever it is
-# installed: ~0.2 s of a ~1.15 s cold start, while nothing the web process runs uses either (the
-# batch job does, in its own process). A None in sys.modules makes such optional imports skip; an
-# `import pandas` in serving code would raise ModuleNotFoundError (tests run the real server).
+# Import only what serving needs. Serving from data-only scorers imports no scikit-learn at all; a
+# model served from its pickle does, and scikit-learn imports pandas (and pandas pyarrow) whenever
+# it is installed: ~0.2 s that nothing the web process runs uses (the batch job does, in its own
+# process). A None in sys.modules makes such optional imports skip; an `import pandas` in serving
+# code would raise ModuleNotFoundError (tests run the real server).
 sys.modules.setdefault("pandas", None)
 
 # Prometheus multiprocess mode: every process writes its metrics to files in one directory that a

@@ -5,6 +5,9 @@ traceback only with --debug); 2 usage error; 3 reject rate above --max-reject-ra
 4 drift above the threshold (drift --fail-on-drift).
 """
 
+# Heavy libraries (scikit-learn, pandas, pyarrow, even numpy) are imported inside the commands
+# that use them: `batchjob --help` and a usage error cost click and nothing more.
+
 from __future__ import annotations
 
 import json
@@ -16,18 +19,12 @@ from pathlib import Path
 
 import click
 
-from shared_features import PRESETS, ModelRegistry, ToxiserveError, resolve_params
-from shared_features.artifacts import VERSION_POLICIES
-from shared_features.batch import check_columns
-from shared_features.dataset import FORMATS, read_labeled
-from shared_features.drift import DEFAULT_PSI_THRESHOLD, drift_report, profile_counts
-from shared_features.registry import DEFAULT_MODEL_ROOT
+from shared_features.errors import ToxiserveError
+from shared_features.layout import DATA_FORMATS, DEFAULT_MODEL_ROOT, VERSION_POLICIES
+from shared_features.presets import PRESETS, resolve_params
 from shared_features.text import MAX_TEXT_CHARS
-from shared_features.training import train_model
 
-from .io import FORMATS as IO_FORMATS
-from .io import detect_format, open_input
-from .scoring import JobInterrupted, ScoreJob, run_local, write_summary
+DEFAULT_PSI_THRESHOLD = 0.2  # shared_features.drift's; a test holds them equal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_REJECTS, EXIT_DRIFTED = 0, 1, 2, 3, 4
 
@@ -38,7 +35,9 @@ class JobContext:
     on_version_mismatch: str
     debug: bool
 
-    def registry(self) -> ModelRegistry:
+    def registry(self):
+        from shared_features.registry import ModelRegistry
+
         return ModelRegistry(self.model_dir, self.on_version_mismatch)
 
 
@@ -48,7 +47,7 @@ class JobGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (ToxiserveError, OSError, JobInterrupted) as exc:
+        except (ToxiserveError, OSError) as exc:  # JobInterrupted (a signal) is one too
             if ctx.obj is not None and ctx.obj.debug:
                 raise
             raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
@@ -97,6 +96,15 @@ def _parse_threshold(ctx, param, value: str) -> float | None:
     return threshold
 
 
+def _parse_label_values(ctx, param, value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    values = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not values:
+        raise click.BadParameter("one or more label values, comma-separated")
+    return values
+
+
 def _parse_params(ctx, param, value: str | None) -> dict | None:
     if value is None:
         return None
@@ -136,12 +144,20 @@ def _parse_params(ctx, param, value: str | None) -> dict | None:
     help="Decision threshold, or 'auto' to choose it on the validation split.",
 )
 @click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
-@click.option("--label-column", default="label", show_default=True, help="Column holding 0/1 labels.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: from the extension).")
+@click.option("--label-column", default="label", show_default=True, help="Column holding the labels.")
+@click.option(
+    "--positive-labels",
+    callback=_parse_label_values,
+    help="Label values that mean toxic, comma-separated; every other value means clean. Without it the "
+    "label column must hold 0 and 1. Upstream labeled_data.csv: --text-column tweet --label-column class "
+    "--positive-labels 0,1 (hate speech, offensive).",
+)
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), help="Input format (default: from the extension).")
 @click.option(
     "--output-dir",
+    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write <name>/<version>/ (default: the model root).",
+    help="Model root to write <name>/<version>/ under (the shipped models: --output-dir models).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing version.")
 @click.pass_obj
@@ -155,12 +171,20 @@ def train(
     threshold,
     text_column,
     label_column,
+    positive_labels,
     fmt,
     output_dir,
     force,
 ) -> None:
-    """Train a model from labeled data and write a versioned artifact with its manifest."""
-    output_root = output_dir or job.model_dir
+    """Train a model from labeled data and write a versioned artifact with its manifest.
+
+    The artifact holds the data-only scorer the service loads (checked against predict_proba on the
+    validation split to 1e-12, or nothing is written) and the pickled pipeline.
+    """
+    from shared_features.dataset import read_labeled
+    from shared_features.training import train_model
+
+    output_root = output_dir
     target = output_root / name / version
     if target.exists() and not force:
         raise click.UsageError(f"{target} exists; versions are immutable (pass --force to overwrite)")
@@ -168,12 +192,41 @@ def train(
         resolved = resolve_params(preset, params)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--params") from None
-    data = read_labeled(data_path, text_column, label_column, fmt)
+    data = read_labeled(data_path, text_column, label_column, fmt, positive_labels)
     manifest = train_model(data, name, version, resolved, output_root, threshold=threshold, preset=preset)
     summary = {key: manifest[key] for key in ("name", "version", "threshold", "sha256", "size_bytes")}
     summary["path"] = str(target)
     summary["test_metrics"] = manifest["metrics"]["test"]
     click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command()
+@click.option("--name", default="toxicity", show_default=True, help="Model name.")
+@click.option("--version", "version", required=True, help="Model version to add a data-only scorer to.")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV or Parquet texts to check the scorer on (the training data covers its validation split).",
+)
+@click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), help="Input format (default: from the extension).")
+@click.pass_obj
+def export(job: JobContext, name, version, data_path, text_column, fmt) -> None:
+    """Write the data-only scorer (scorer.json + scorer.npz) for an artifact that has only its pickle.
+
+    The pickle is loaded (verified by its sha256), converted, and the scorer must reproduce
+    predict_proba to 1e-12 on every text of --data before the manifest names it. Serving then loads
+    the scorer and never the pickle.
+    """
+    from shared_features.artifacts import export_data_only
+    from shared_features.dataset import read_texts
+
+    directory = job.registry().path(name, version)
+    texts = read_texts(data_path, text_column, fmt)
+    manifest = export_data_only(directory, texts, job.on_version_mismatch)
+    click.echo(json.dumps({"path": str(directory), **manifest["data_only"]}, indent=2))
 
 
 def input_options(command):
@@ -188,7 +241,7 @@ def input_options(command):
         click.option(
             "--format",
             "input_format",
-            type=click.Choice(IO_FORMATS),
+            type=click.Choice(DATA_FORMATS),
             help="Input format (default: from the extension).",
         ),
         click.option(
@@ -214,7 +267,7 @@ def input_options(command):
 @cli.command()
 @input_options
 @click.option("--output", "output", required=True, help="Output .csv or .parquet (a directory with --engine dask).")
-@click.option("--output-format", type=click.Choice(IO_FORMATS), help="Output format (default: extension).")
+@click.option("--output-format", type=click.Choice(DATA_FORMATS), help="Output format (default: extension).")
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -284,6 +337,9 @@ def score(
     """
     if scheduler and engine != "dask":
         raise click.UsageError("--scheduler needs --engine dask")
+    from .io import detect_format
+    from .scoring import ScoreJob, run_local, write_summary
+
     spec = ScoreJob(
         input=input_path,
         output=output,
@@ -347,6 +403,11 @@ def drift(
 
     The same report as the service's GET /v1/models/<version>/drift, for a file.
     """
+    from shared_features.batch import check_columns
+    from shared_features.drift import drift_report, profile_counts
+
+    from .io import open_input
+
     loaded = job.registry().load(model, version)
     if "reference_profile" not in loaded.manifest:
         raise click.ClickException(f"model {model}/{version} has no reference profile; retrain it to add one")

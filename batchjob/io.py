@@ -18,8 +18,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from shared_features.errors import DatasetError
+from shared_features.layout import DATA_FORMATS
 
-FORMATS = ("csv", "parquet")
+FORMATS = DATA_FORMATS
 
 
 def detect_format(path: str, explicit: str | None) -> str:

@@ -16,13 +16,14 @@ import pyarrow as pa
 
 from shared_features import LoadedModel, ModelRegistry
 from shared_features.batch import OUTPUT_COLUMNS, assemble, check_columns, score_values
+from shared_features.errors import ToxiserveError
 from shared_features.text import MAX_TEXT_CHARS
 
 from .io import AtomicTableWriter, detect_format, open_input
 from .progress import Progress
 
 
-class JobInterrupted(Exception):
+class JobInterrupted(ToxiserveError):
     """SIGTERM/SIGINT: stop, remove partial files, exit 1."""
 
 

@@ -99,6 +99,12 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("error", "warn"),
     ),
     S(
+        "ALLOW_PICKLE",
+        True,
+        "`false` refuses at start any model without a data-only scorer (no pickle is ever loaded)",
+        bool,
+    ),
+    S(
         "BACKGROUND_LOAD",
         False,
         "load models in a thread (servers that don't preload); `/readyz` says `starting`",
@@ -107,7 +113,7 @@ SETTINGS: tuple[Setting, ...] = (
     S(
         "COMPILED_MAX_BATCH",
         None,
-        "batch-size crossover of the compiled scorer; `0` turns it off",
+        "largest batch scored text by text; bigger ones take the vectorised path (`0`: always vectorised)",
         int,
         0,
         1_000_000,

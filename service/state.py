@@ -62,12 +62,11 @@ class ServiceState:
     def load_models(self) -> None:
         """Load and verify both arms' artifacts, warm them up, then (only then) report ready."""
         started = time.perf_counter()
-        registry = ModelRegistry(self.settings.model_dir, self.settings.on_version_mismatch)
+        registry = ModelRegistry(self.settings.model_dir, self.settings.on_version_mismatch, self.settings.allow_pickle)
         versions = dict.fromkeys((self.settings.stable_version, self.settings.canary_version))
         models = {version: registry.load(self.settings.model_name, version) for version in versions}
-        if self.settings.compiled_max_batch is not None:
-            for model in models.values():
-                model.compile(self.settings.compiled_max_batch)
+        for model in models.values():
+            model.set_per_text_max_batch(self.settings.compiled_max_batch)
         self.inference = InferenceService(
             models,
             stable=self.settings.stable_version,

@@ -45,7 +45,7 @@ def invoke(runner, *args):
 @pytest.mark.parametrize(
     "in_fmt, out_fmt", [("csv", "csv"), ("csv", "parquet"), ("parquet", "parquet"), ("parquet", "csv")]
 )
-def test_formats_columns_order_scores_and_rejects(runner, tmp_path, shipped_registry, in_fmt, out_fmt):
+def test_formats_columns_order_scores_and_rejects(runner, tmp_path, shipped_registry, reference_proba, in_fmt, out_fmt):
     source, frame = make_input(tmp_path, in_fmt)
     output = tmp_path / f"out.{out_fmt}"
     result = invoke(runner, source, "--output", output, "--chunk-size", 7, "--workers", 1)
@@ -60,8 +60,7 @@ def test_formats_columns_order_scores_and_rejects(runner, tmp_path, shipped_regi
     assert list(scored.columns) == ["id", "region", "score", "label", "model_version"]
     good = frame.drop(index=list(BAD_ROWS))
     assert scored["id"].astype(int).tolist() == good["id"].tolist()  # input order kept
-    model = shipped_registry.load("toxicity", "v1")
-    expected = model.pipeline.predict_proba(good["text"].tolist())[:, 1]
+    expected = reference_proba("v1", good["text"].tolist())
     np.testing.assert_allclose(scored["score"].astype(float).to_numpy(), expected, atol=1e-12, rtol=0)
     assert scored["label"].tolist() == ["toxic" if s >= 0.5 else "clean" for s in expected]
     assert set(scored["model_version"]) == {"v1"}

@@ -61,12 +61,12 @@ def test_scoring_past_its_deadline_stops_between_chunks_and_is_counted():
     assert post(client, "/v2/batch_predict", {"texts": ["hello there"] * 3}).status_code == 200
 
 
-def test_chunked_scoring_equals_one_call(shipped_registry):
+def test_chunked_scoring_equals_one_call(shipped_registry, reference_proba):
     """Scores from the deadline's chunks equal the whole batch's predict_proba."""
     app = make_app(REQUEST_DEADLINE=600)
     texts = [f"text {i} " * (i % 50 + 1) for i in range(700)]  # > CHUNK_TEXTS and > CHUNK_CHARS
     scores = [r["score"] for r in post(app.test_client(), "/v2/batch_predict", {"texts": texts}).json["results"]]
-    expected = shipped_registry.load("toxicity", "v2").pipeline.predict_proba(texts)[:, 1]
+    expected = reference_proba("v2", texts)
     assert max(abs(a - b) for a, b in zip(scores, expected, strict=True)) <= 1e-12
 
 

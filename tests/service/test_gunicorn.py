@@ -34,10 +34,10 @@ def test_readiness_flips_only_after_warm_up(server):
     assert warmed < listening
 
 
-def test_predictions_equal_the_artifacts_predict_proba(server, shipped_registry):
+def test_predictions_equal_the_artifacts_predict_proba(server, shipped_registry, reference_proba):
     texts = ["you are such a moron", "great game last night", "@bob http://t.co/z lol", "RT &amp; meh"] * 5
     for version in ("v1", "v2"):
-        expected = shipped_registry.load("toxicity", version).pipeline.predict_proba(texts)[:, 1]
+        expected = reference_proba(version, texts)
         got = [
             requests.post(f"{server.url}/{version}/predict", json={"text": t}, headers=AUTH, timeout=5).json()["score"]
             for t in texts

@@ -73,7 +73,7 @@ def pending_owner_redis(namespace: str, key: str):
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_a_worker_killed_mid_batch_loses_no_request(backend, shipped_registry):
+def test_a_worker_killed_mid_batch_loses_no_request(backend, shipped_registry, reference_proba):
     """20 times: SIGKILL the worker that holds a large batch's claim while it scores. The client's
     retries must get every answer, and the answer is stored once (a later call replays it)."""
     namespace = f"kill-{uuid.uuid4().hex[:8]}"
@@ -91,7 +91,7 @@ def test_a_worker_killed_mid_batch_loses_no_request(backend, shipped_registry):
     else:
         env["TOXISERVE_STORE_URL"] = REDIS_URL
     texts = [f"batch text {i}: you are all such idiots, honestly, every one of you " * 4 for i in range(200)]
-    expected = shipped_registry.load("toxicity", "v2").pipeline.predict_proba(texts)[:, 1]
+    expected = reference_proba("v2", texts)
     with Server(env, workers=2) as server:
         client = ToxiserveClient(server.url, api_key=KEY)
         killed = []

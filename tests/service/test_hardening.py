@@ -212,9 +212,8 @@ def test_overloaded_worker_answers_503_at_once(monkeypatch):
     holder = threading.Thread(target=lambda: post(app.test_client(), "/v1/predict", {"text": "hold the slot"}))
     holder.start()
     assert entered.wait(5)
-    started = time.perf_counter()
     refused = post(app.test_client(), "/v1/predict", {"text": "no room"})
-    assert time.perf_counter() - started < 0.5
+    assert holder.is_alive()  # answered while the slot was still held: it did not wait for it
     assert refused.status_code == 503 and refused.json["error_code"] == "OVERLOADED"
     assert refused.headers["Retry-After"] == "1"
     assert app.test_client().get("/healthz").status_code == 200  # probes are never refused

@@ -40,9 +40,9 @@ def text_input(texts):
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_model_infer_scores_equal_predict_proba(client, shipped_registry, version):
+def test_model_infer_scores_equal_predict_proba(client, shipped_registry, version, reference_proba):
     result = client.infer("toxicity", [text_input(TEXTS)], model_version=version, headers=KEY, request_id="")
-    expected = shipped_registry.load("toxicity", version).pipeline.predict_proba(TEXTS)[:, 1]
+    expected = reference_proba(version, TEXTS)
     assert np.max(np.abs(result.as_numpy("score") - expected)) <= 1e-12
     labels = [label.decode() for label in result.as_numpy("label")]
     threshold = 0.5 if version == "v1" else 0.36
@@ -50,7 +50,7 @@ def test_model_infer_scores_equal_predict_proba(client, shipped_registry, versio
     assert result.get_response().model_version == version
 
 
-def test_typed_contents_get_typed_contents_back(server, shipped_registry):
+def test_typed_contents_get_typed_contents_back(server, shipped_registry, reference_proba):
     """bytes_contents in (not raw): the answer comes in fp64_contents / bytes_contents."""
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -60,7 +60,7 @@ def test_typed_contents_get_typed_contents_back(server, shipped_registry):
     tensor.contents.bytes_contents.extend(t.encode() for t in TEXTS)
     response = stub.ModelInfer(request, metadata=list(KEY.items()), timeout=10)
     scores = list(response.outputs[0].contents.fp64_contents)
-    expected = shipped_registry.load("toxicity", "v2").pipeline.predict_proba(TEXTS)[:, 1]
+    expected = reference_proba("v2", TEXTS)
     assert response.id == "typed-1" and not response.raw_output_contents
     assert np.max(np.abs(np.array(scores) - expected)) <= 1e-12
 

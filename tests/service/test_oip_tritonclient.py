@@ -37,16 +37,16 @@ def text_input(texts, binary=True, shape=None):
     return tensor
 
 
-def expected(shipped_registry, version, texts=TEXTS):
-    return shipped_registry.load("toxicity", version).pipeline.predict_proba(texts)[:, 1]
+def expected(reference_proba, version, texts=TEXTS):
+    return reference_proba(version, texts)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_default_binary_mode_scores_equal_predict_proba(client, shipped_registry, version):
+def test_default_binary_mode_scores_equal_predict_proba(client, reference_proba, version):
     result = client.infer("toxicity", [text_input(TEXTS)], model_version=version, headers={"X-API-Key": KEY})
     scores = result.as_numpy("score")
     assert scores.dtype == np.float64 and scores.shape == (len(TEXTS),)
-    assert np.max(np.abs(scores - expected(shipped_registry, version))) <= 1e-12
+    assert np.max(np.abs(scores - expected(reference_proba, version))) <= 1e-12
     threshold = 0.5 if version == "v1" else 0.36
     assert [label.decode() for label in result.as_numpy("label")] == [
         "toxic" if s >= threshold else "clean" for s in scores
@@ -54,17 +54,17 @@ def test_default_binary_mode_scores_equal_predict_proba(client, shipped_registry
     assert result.get_response()["model_version"] == version
 
 
-def test_json_mode_with_binary_data_false(client, shipped_registry):
+def test_json_mode_with_binary_data_false(client, reference_proba):
     outputs = [tritonclient_http.InferRequestedOutput(name, binary_data=False) for name in ("score", "label")]
     result = client.infer(
         "toxicity", [text_input(TEXTS, binary=False)], model_version="v2", outputs=outputs, headers={"X-API-Key": KEY}
     )
     response = result.get_response()
     assert all("data" in output and "parameters" not in output for output in response["outputs"])
-    assert np.max(np.abs(result.as_numpy("score") - expected(shipped_registry, "v2"))) <= 1e-12
+    assert np.max(np.abs(result.as_numpy("score") - expected(reference_proba, "v2"))) <= 1e-12
 
 
-def test_one_output_binary_the_other_json(client, shipped_registry):
+def test_one_output_binary_the_other_json(client, reference_proba):
     outputs = [
         tritonclient_http.InferRequestedOutput("score", binary_data=True),
         tritonclient_http.InferRequestedOutput("label", binary_data=False),
@@ -74,14 +74,14 @@ def test_one_output_binary_the_other_json(client, shipped_registry):
     )
     by_name = {output["name"]: output for output in result.get_response()["outputs"]}
     assert "binary_data_size" in by_name["score"]["parameters"] and "data" in by_name["label"]
-    assert np.max(np.abs(result.as_numpy("score") - expected(shipped_registry, "v1"))) <= 1e-12
+    assert np.max(np.abs(result.as_numpy("score") - expected(reference_proba, "v1"))) <= 1e-12
 
 
-def test_shape_n_by_1_and_the_router(client, shipped_registry):
+def test_shape_n_by_1_and_the_router(client, reference_proba):
     result = client.infer("toxicity", [text_input(TEXTS, shape=[len(TEXTS), 1])], headers={"X-API-Key": KEY})
     version = result.get_response()["model_version"]
     assert version in ("v1", "v2")
-    assert np.max(np.abs(result.as_numpy("score") - expected(shipped_registry, version))) <= 1e-12
+    assert np.max(np.abs(result.as_numpy("score") - expected(reference_proba, version))) <= 1e-12
 
 
 def test_request_id_replays_the_same_answer(client):
@@ -138,7 +138,7 @@ def test_malformed_binary_framing_is_a_clear_400(server, body_and_headers, messa
 
 
 @pytest.mark.parametrize("content_type", ["application/octet-stream", "application/json", None])
-def test_binary_bodies_with_any_accepted_content_type(server, shipped_registry, content_type):
+def test_binary_bodies_with_any_accepted_content_type(server, shipped_registry, content_type, reference_proba):
     texts = ["you idiot", "have a lovely day"]
     body, headers = binary_request(elements(*(t.encode() for t in texts)), sum(4 + len(t) for t in texts))
     if content_type:
@@ -148,5 +148,5 @@ def test_binary_bodies_with_any_accepted_content_type(server, shipped_registry, 
     )
     assert response.status_code == 200, response.text
     scores = response.json()["outputs"][0]["data"]
-    expected = shipped_registry.load("toxicity", "v1").pipeline.predict_proba(texts)[:, 1]
+    expected = reference_proba("v1", texts)
     assert np.max(np.abs(np.array(scores) - expected)) <= 1e-12

@@ -69,9 +69,9 @@ def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_the_same_texts_score_the_same_on_every_transport(both, shipped_registry, version):
+def test_the_same_texts_score_the_same_on_every_transport(both, shipped_registry, version, reference_proba):
     web, rpc = both
-    expected = shipped_registry.load("toxicity", version).pipeline.predict_proba(TEXTS)[:, 1]
+    expected = reference_proba(version, TEXTS)
     key = [("x-api-key", API_KEY)]
     results = {
         "http predict": [http(web, f"/{version}/predict", {"text": t}).json()["score"] for t in TEXTS],
