@@ -50,7 +50,6 @@ from service.settings import process_setting  # noqa: E402
 bind = f"{process_setting('BIND_HOST')}:{process_setting('PORT')}"
 
 
-
 def _refuse_a_taken_port(address: str) -> None:
     """A second server on a taken port would load the models first, then retry binding for seconds
     and say "Can't connect": say what is wrong at once instead."""

@@ -1,7 +1,8 @@
 """Baseline apps for the online benchmark, served by the same gunicorn config as the service.
 
-- `bare_model_app()`: Flask calling the same pipeline's predict_proba, with no validation, auth,
-  rate limit, idempotency, logging or metrics: the cost of a bare model behind Flask.
+- `bare_model_app()`: Flask calling the trained scikit-learn pipeline's predict_proba (read from
+  model.joblib with joblib), with no validation, auth, rate limit, idempotency, logging or metrics:
+  what putting the model behind Flask costs, the way most people first do it.
 - `constant_app()`: Flask returning a constant: the framework ceiling.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import joblib
 from flask import Flask, Response, request
 
 from shared_features import ModelRegistry
@@ -18,15 +20,16 @@ ROUTES = ("/v1/predict", "/predict")
 
 def bare_model_app() -> Flask:
     app = Flask(__name__)
-    model = ModelRegistry().load("toxicity", "v1")
-    threshold = model.threshold
+    registry = ModelRegistry()
+    threshold = registry.manifest("toxicity", "v1")["threshold"]
+    pipeline = joblib.load(registry.path("toxicity", "v1") / "model.joblib")
 
     def predict():
-        score = float(model.pipeline.predict_proba([json.loads(request.get_data())["text"]])[0, 1])
+        score = float(pipeline.predict_proba([json.loads(request.get_data())["text"]])[0, 1])
         return {"label": "toxic" if score >= threshold else "clean", "score": score, "model_version": "v1"}
 
     def batch_predict():
-        scores = model.pipeline.predict_proba(json.loads(request.get_data())["texts"])[:, 1]
+        scores = pipeline.predict_proba(json.loads(request.get_data())["texts"])[:, 1]
         return {
             "results": [{"label": "toxic" if s >= threshold else "clean", "score": float(s)} for s in scores],
             "model_version": "v1",

@@ -36,11 +36,15 @@ SERVERS = {
     "bare model": ("bench.baselines:bare_model_app()", {}),
     "constant": ("bench.baselines:constant_app()", {}),
     "svc+mb": ("service:create_app()", {"TOXISERVE_MICROBATCH": "true"}),
-    "svc sklearn": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0"}),
-    "svc sklearn+mb": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_MICROBATCH": "true"}),
+    # COMPILED_MAX_BATCH=0: every call takes the vectorised path, with its fixed numpy cost per call
+    "svc vectorised": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0"}),
+    "svc vectorised+mb": (
+        "service:create_app()",
+        {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_MICROBATCH": "true"},
+    ),
     # many threads per worker: many concurrent requests for a micro-batch to gather
-    "svc sklearn t48": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_THREADS": "48"}),
-    "svc sklearn+mb t48": (
+    "svc vectorised t48": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_THREADS": "48"}),
+    "svc vectorised+mb t48": (
         "service:create_app()",
         {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_MICROBATCH": "true", "TOXISERVE_THREADS": "48"},
     ),

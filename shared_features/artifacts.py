@@ -33,8 +33,9 @@ from .text import feature_fingerprint, normalize_texts
 log = logging.getLogger(__name__)
 
 # Largest batch the per-text path scores; bigger ones take the vectorised path. Measured crossover
-# (bench/scorer_bench.py): word n-grams ~64-128 texts, char n-grams ~8-16.
-PER_TEXT_MAX_BATCH = {"word_ngrams": 96, "char_wb_ngrams": 12}
+# (bench/scorer_bench.py): word n-grams between 4 and 8 texts; char n-grams at 1-2 (their many
+# n-grams per text soon outweigh numpy's fixed cost per call).
+PER_TEXT_MAX_BATCH = {"word_ngrams": 6, "char_wb_ngrams": 1}
 
 
 class PickleRefusedError(ModelError):

@@ -51,28 +51,26 @@ class LinearScorer:
         self.coef = np.ascontiguousarray(coef, dtype=np.float64)
         self.intercept = float(intercept)
         self.sublinear, self.binary, self.norm = bool(sublinear), bool(binary), norm
-        # Python floats for the per-text path: indexing a list is ~10x cheaper than a numpy scalar.
-        self._idf_list, self._coef_list = self.idf.tolist(), self.coef.tolist()
-
-    def _tf(self, count):
-        if self.binary:
-            return 1.0
-        return 1.0 + math.log(count) if self.sublinear else float(count)
+        # The per-text path: one dict lookup per n-gram gives both Python floats (numpy scalars and
+        # a second lookup would cost more than the arithmetic).
+        self._weights = dict(zip(terms, zip(self.idf.tolist(), self.coef.tolist(), strict=True), strict=True))
 
     def per_text(self, normalised: list[str]) -> tuple[np.ndarray, np.ndarray]:
         decisions, oov = np.empty(len(normalised)), np.empty(len(normalised))
-        vocabulary, idf, coef, l2 = self.vocabulary, self._idf_list, self._coef_list, self.norm == "l2"
+        weights, log = self._weights, math.log
+        binary, sublinear, l2 = self.binary, self.sublinear, self.norm == "l2"
         for index, text in enumerate(normalised):
             tokens = self.analyze(text)
             known = 0
             dot = norm = 0.0
             for token, count in Counter(tokens).items():
-                column = vocabulary.get(token)
-                if column is None:
+                weight = weights.get(token)
+                if weight is None:
                     continue
                 known += count
-                value = self._tf(count) * idf[column]
-                dot += value * coef[column]
+                tf = 1.0 if binary else (1.0 + log(count) if sublinear else float(count))
+                value = tf * weight[0]
+                dot += value * weight[1]
                 norm += value * value if l2 else abs(value)
             if norm and self.norm:
                 dot /= math.sqrt(norm) if l2 else norm
