@@ -14,6 +14,7 @@ from .auth import ApiKeys
 from .config import ConfigError, DefaultConfig, settings_from
 from .openapi import bp as docs_bp
 from .state import ServiceState
+from .views.admin import bp as admin_bp
 from .views.common import add_guard_headers
 from .views.health import bp as health_bp
 from .views.models import list_models, model_drift
@@ -38,12 +39,13 @@ def build_service(config: Config) -> ServiceState:
     settings = settings_from(config)
     logs.configure_logging(settings.log_level.upper())
     api_keys = ApiKeys.from_settings(config["API_KEYS"], config["API_KEYS_FILE"])
+    admin_keys = ApiKeys.from_settings(config["ADMIN_KEYS"], config["ADMIN_KEYS_FILE"], "TOXISERVE_ADMIN_KEYS")
     if not api_keys and not settings.auth_disabled:
         raise ConfigError(
             "no API keys configured: set TOXISERVE_API_KEYS='id:key,...' or TOXISERVE_API_KEYS_FILE, "
             "or TOXISERVE_AUTH_DISABLED=true for local development only"
         )
-    return ServiceState(settings, api_keys)
+    return ServiceState(settings, api_keys, admin_keys)
 
 
 def begin_request() -> None:
@@ -68,11 +70,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request(finish_response)
     errors.register_error_handlers(app)
 
-    v1 = version_blueprint("v1", settings.stable_version)
+    # A versioned path serves that model version and nothing else; the router follows the rollout.
+    v1 = version_blueprint("v1", "v1")
     v1.add_url_rule("/models", "models", list_models, methods=["GET"])
     v1.add_url_rule("/models/<version>/drift", "drift", model_drift, methods=["GET"])
-    v2 = version_blueprint("v2", settings.canary_version)
-    blueprints = (health_bp, docs_bp, metrics.bp, v1, v2, router_bp, oip_bp)
+    v2 = version_blueprint("v2", "v2")
+    blueprints = (health_bp, docs_bp, metrics.bp, v1, v2, router_bp, oip_bp, admin_bp)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
 

@@ -27,23 +27,23 @@ class ApiKeys:
         return len(self._digests)
 
     @classmethod
-    def from_settings(cls, inline: str | None, path: str | None) -> ApiKeys:
+    def from_settings(cls, inline: str | None, path: str | None, variable: str = "TOXISERVE_API_KEYS") -> ApiKeys:
         digests: dict[str, str] = {}
         for index, entry in enumerate(filter(None, (p.strip() for p in (inline or "").split(",")))):
             key_id, sep, key = entry.partition(":")
             if not sep or not key_id or not key:
-                raise ConfigError(f"TOXISERVE_API_KEYS entry {index + 1} must be 'id:key'")
+                raise ConfigError(f"{variable} entry {index + 1} must be 'id:key'")
             digests[key_digest(key)] = key_id
         if path:
-            digests.update(cls._read_file(Path(path)))
+            digests.update(cls._read_file(Path(path), variable))
         return cls(digests)
 
     @staticmethod
-    def _read_file(path: Path) -> dict[str, str]:
+    def _read_file(path: Path, variable: str) -> dict[str, str]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise ConfigError(f"TOXISERVE_API_KEYS_FILE {path}: {exc.strerror}") from None
+            raise ConfigError(f"{variable}_FILE {path}: {exc.strerror}") from None
         digests = {}
         for number, line in enumerate(lines, 1):
             line = line.strip()

@@ -6,7 +6,16 @@ import time
 from dataclasses import dataclass, field
 
 # What a request's log line carries, besides route/method/status/latency: never text, never a key.
-LOGGED_FACTS = ("model_version", "arm", "key_id", "text_length", "text_count", "error_code", "replayed")
+LOGGED_FACTS = (
+    "model_version",
+    "arm",
+    "rollout_revision",
+    "key_id",
+    "text_length",
+    "text_count",
+    "error_code",
+    "replayed",
+)
 
 
 @dataclass
@@ -20,6 +29,7 @@ class Call:
     key_id: str | None = None
     model_version: str | None = None
     arm: str | None = None
+    rollout_revision: int | None = None  # the revision a routed request was routed under
     text_length: int | None = None
     text_count: int | None = None
     replayed: bool | None = None

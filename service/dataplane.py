@@ -107,6 +107,8 @@ class DataPlane:
                     predictions = [service.inference.predict(texts[0], chosen, deadline)]
                 else:
                     predictions = service.inference.predict_batch(texts, chosen, deadline)
+                if version is None:
+                    self._shadow(call, chosen, texts, predictions)
                 return shape(predictions, chosen, call.request_id)
 
             if not call.client_request_id:  # an id we generated can never repeat: nothing to deduplicate
@@ -127,6 +129,13 @@ class DataPlane:
         finally:
             service.in_flight.leave()
 
+    def _shadow(self, call: Call, chosen: str, texts: list[str], predictions: list) -> None:
+        """A routed request in the shadowed share: queue it for the shadow version (never awaited)."""
+        state = self.service.rollout.current
+        if state.shadow and state.shadow != chosen and state.shadows(call.request_id):
+            threshold = self.service.inference.model(chosen).threshold
+            self.service.shadow.submit(state.shadow, chosen, texts, [p.score for p in predictions], threshold)
+
     def _enter(self, call: Call) -> None:
         """Shed load: a request that queued too long for a thread, or finds no in-flight slot."""
         service = self.service
@@ -138,7 +147,7 @@ class DataPlane:
 
     def _route(self, call: Call, version: str | None) -> str:
         if version is None:
-            version, call.arm = self.service.route(call.request_id)
+            version, call.arm, call.rollout_revision = self.service.route(call.request_id)
         else:
             self.service.inference.model(version)  # 404 for a version that is not loaded
         return version

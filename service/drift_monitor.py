@@ -19,18 +19,22 @@ from . import metrics
 
 class DriftMonitor:
     def __init__(self, models: dict[str, LoadedModel]) -> None:
-        self.models = models
-        # Counter children resolved once: labels() per text would dominate the cost.
         self._children = {}
+        self.set_models(models)
+
+    def set_models(self, models: dict[str, LoadedModel]) -> None:
+        """The models to watch (the rollout loads and unloads them while serving)."""
         for version, model in models.items():
             profile = model.manifest.get("reference_profile")
-            if not profile:
+            if not profile or (version, FEATURES[0]) in self._children:
                 continue
+            # Counter children resolved once: labels() per text would dominate the cost.
             for feature in FEATURES:
                 bins = len(profile["features"][feature]["edges"]) + 1
                 self._children[(version, feature)] = [
                     metrics.DRIFT_OBSERVATIONS.labels(version, feature, str(i)) for i in range(bins)
                 ]
+        self.models = models
 
     def observe(self, model: LoadedModel, raw: list[str], normalised: list[str], scores, oov=None) -> None:
         profile = model.manifest.get("reference_profile")

@@ -88,8 +88,14 @@ class GrpcTransport:
             log.info("rpc", extra={"method": method, "code": code.name, "latency_ms": elapsed_ms, **call.log_fields()})
 
     def replayed_marker(self, context, call: Call) -> None:
+        """Trailing metadata of a successful call: the replay marker, and the revision it was routed under."""
+        trailing = []
         if call.replayed:
-            context.set_trailing_metadata((("idempotent-replayed", "true"), ("request-id", call.request_id)))
+            trailing += [("idempotent-replayed", "true"), ("request-id", call.request_id)]
+        if call.rollout_revision is not None:
+            trailing.append(("x-rollout-revision", str(call.rollout_revision)))
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
 
     @staticmethod
     def abort(context, code, error: ToxiserveError, call: Call):

@@ -1,8 +1,8 @@
-"""The inference layer: value checks, scoring, canary routing. HTTP and gRPC both call it; it knows no transport."""
+"""The inference layer: value checks and scoring with the loaded models. HTTP and gRPC both call it; it knows no
+transport. Which version a routed request gets is the rollout's decision (`rollout.py`)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -57,28 +57,18 @@ class Prediction:
 
 
 class InferenceService:
-    """Scores texts with loaded models; `stable` and `canary` are the two arms of /predict."""
+    """Scores texts with the loaded models (a dict replaced whole when the rollout loads or unloads one)."""
 
     def __init__(
         self,
         models: dict[str, LoadedModel],
-        stable: str,
-        canary: str,
-        canary_percent: float = 10.0,
         max_batch_size: int = 1000,
         max_text_chars: int = 2000,
         drift_sample_rate: float = 1.0,
     ) -> None:
-        missing = {stable, canary} - models.keys()
-        if missing:
-            raise ValueError(f"models {sorted(missing)} are not loaded")
         self.models = models
-        self.stable, self.canary = stable, canary
-        self.canary_percent = canary_percent
         self.max_batch_size = max_batch_size
         self.max_text_chars = max_text_chars
-        # Basis points: a percentage like 2.5 still maps onto whole hash buckets.
-        self._canary_buckets = round(canary_percent * 100)
         self.drift = DriftMonitor(models)
         self.drift_sample_rate = drift_sample_rate
         self.batcher = None
@@ -96,12 +86,15 @@ class InferenceService:
         try:
             return self.models[version]
         except KeyError:
-            raise NotFoundError(f"no model version {version!r}") from None
+            raise NotFoundError(
+                f"model version {version!r} is not loaded: this service loads the versions its rollout names "
+                f"({', '.join(self.models) or 'none yet'})"
+            ) from None
 
-    def choose_arm(self, request_id: str) -> str:
-        """Stable in the request id: a retry with the same id lands on the same version."""
-        bucket = int.from_bytes(hashlib.sha256(request_id.encode("utf-8")).digest()[:8], "big") % 10_000
-        return self.canary if bucket < self._canary_buckets else self.stable
+    def replace_models(self, models: dict[str, LoadedModel]) -> None:
+        """Swap in a new set of loaded models (one attribute write: a request sees the old or the new set)."""
+        self.drift.set_models(models)
+        self.models = models
 
     def screen(self, text: str) -> str:
         """The normalised text, or UnprocessableError saying why it cannot be scored."""
@@ -187,18 +180,21 @@ class InferenceService:
         return [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
 
     def warm_up(self) -> None:
-        """One prediction per model, so the first real request pays no lazy initialisation; and a
-        first estimate of each model's cost per character, before traffic refines it."""
         for model in self.models.values():
-            text = "warm up the pipeline @user http://example.com"
-            model.score_normalised([self.screen(text)], [text])  # not via _score: no metrics, no drift
-            texts = [text * 20] * 8  # ~7,000 characters: a few milliseconds per model
-            started = time.perf_counter()
-            normalised = [self.screen(t) for t in texts]
-            model.score_normalised(normalised, texts)
-            self._learn_cost(model.version, time.perf_counter() - started, sum(map(len, normalised)))
+            self.warm(model)
 
-    def describe(self) -> list[dict]:
+    def warm(self, model: LoadedModel) -> None:
+        """One prediction, so the first real request pays no lazy initialisation; and a first
+        estimate of the model's cost per character, before traffic refines it."""
+        text = "warm up the pipeline @user http://example.com"
+        model.score_normalised([self.screen(text)], [text])  # not via _score: no metrics, no drift
+        texts = [text * 20] * 8  # ~7,000 characters: a few milliseconds per model
+        started = time.perf_counter()
+        normalised = [self.screen(t) for t in texts]
+        model.score_normalised(normalised, texts)
+        self._learn_cost(model.version, time.perf_counter() - started, sum(map(len, normalised)))
+
+    def describe(self, roles: dict[str, str]) -> list[dict]:
         described = []
         for version, model in self.models.items():
             manifest = model.manifest
@@ -210,7 +206,7 @@ class InferenceService:
                     "sha256": model.sha256,
                     "created_at": manifest.get("created_at"),
                     "metrics": manifest.get("metrics", {}).get("test", {}),
-                    "role": "canary" if version == self.canary else "stable",
+                    "role": roles.get(version, "loaded"),
                 }
             )
         return described

@@ -26,6 +26,7 @@ def worker_started(app: Flask) -> None:
     if service is not None:
         service.readiness.publish()
         metrics.initialise_series()
+        metrics.set_rollout(service.rollout.current)
 
 
 def release_claims_of(app: Flask, pid: int) -> None:

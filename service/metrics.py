@@ -94,6 +94,25 @@ REQUESTS_REFUSED = Counter(
 )
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays", "Requests answered from the idempotency store")
 IN_FLIGHT = Gauge("in_flight_requests", "Requests being handled now", multiprocess_mode="livesum")
+# Shadow scoring: the shadow version's verdict on routed traffic, compared with what the client got.
+SHADOW_COMPARED = Counter(
+    "shadow_compared", "Routed requests also scored by the shadow version", ["primary", "shadow", "agreement"]
+)
+SHADOW_SCORE_DIFFERENCE = Histogram(
+    "shadow_score_difference",
+    "|shadow score - primary score| per text",
+    ["primary", "shadow"],
+    buckets=(0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+)
+SHADOW_DROPPED = Counter("shadow_dropped", "Shadow scorings not done", ["reason"])
+# The rollout each process serves: after a change, every process reports the new revision within a poll.
+ROLLOUT_REVISION = Gauge("rollout_revision", "Rollout revision this process routes under", multiprocess_mode="max")
+ROLLOUT_CANARY_PERCENT = Gauge(
+    "rollout_canary_percent", "Canary share of routed traffic, percent", multiprocess_mode="mostrecent"
+)
+ROLLOUT_SHADOW_PERCENT = Gauge(
+    "rollout_shadow_percent", "Shadowed share of routed traffic, percent", multiprocess_mode="mostrecent"
+)
 MODEL_INFO = Gauge("model_info", "1 for each loaded model", ["name", "version", "sha256"], multiprocess_mode="max")
 READY = Gauge(
     "service_ready", "1 when every live process is ready (0 while starting or draining)", multiprocess_mode="livemin"
@@ -120,6 +139,12 @@ def initialise_series() -> None:
     for reason in ("deadline", "client_gone"):
         child(ABANDONED_WORK, reason)
     STORE_CIRCUIT_OPEN.set(0)
+
+
+def set_rollout(state) -> None:
+    ROLLOUT_REVISION.set(state.revision)
+    ROLLOUT_CANARY_PERCENT.set(state.canary_percent)
+    ROLLOUT_SHADOW_PERCENT.set(state.shadow_percent if state.shadow else 0)
 
 
 @functools.cache
@@ -163,8 +188,9 @@ def exposition(extra_collectors=()) -> bytes:
         return generate_latest(collect_registry()) + generate_latest(extra)
 
 
-def read_counter(name: str) -> dict[tuple, float]:
-    """Current totals of one counter (labels -> value), across processes where applicable."""
+def read_samples(name: str, suffix: str) -> dict[tuple, float]:
+    """Current values of one metric's `<name><suffix>` samples (sorted labels -> value), across
+    processes where applicable: `_total` of a counter, `_sum` / `_count` of a histogram."""
     directory = multiprocess_dir()
     lock = _locked(directory, exclusive=False) if directory else contextlib.nullcontext()
     with lock:
@@ -173,9 +199,14 @@ def read_counter(name: str) -> dict[tuple, float]:
     for family in families:
         if family.name == name:
             for sample in family.samples:
-                if sample.name == f"{name}_total":
+                if sample.name == f"{name}{suffix}" and "le" not in sample.labels:
                     totals[tuple(sorted(sample.labels.items()))] = sample.value
     return totals
+
+
+def read_counter(name: str) -> dict[tuple, float]:
+    """Current totals of one counter (labels -> value), across processes where applicable."""
+    return read_samples(name, "_total")
 
 
 _ARCHIVE_MERGE = {

@@ -18,6 +18,7 @@ from shared_features.errors import UnprocessableError
 
 from . import errors, schemas
 from .request_context import REQUEST_ID_PATTERN
+from .rollout import InvalidRolloutError, RevisionConflictError
 from .store import StoreUnavailableError
 
 bp = Blueprint("docs", __name__)
@@ -147,6 +148,70 @@ def _limits(spec: dict, settings) -> None:
         components[name]["additionalProperties"] = False
 
 
+ADMIN_READ = (errors.UnauthorizedError, errors.ForbiddenError, StoreUnavailableError)
+ADMIN_WRITE = (
+    *ADMIN_READ,
+    errors.InvalidJsonError,
+    errors.InvalidPayloadError,
+    errors.UnsupportedMediaTypeError,
+    RevisionConflictError,
+    InvalidRolloutError,
+)
+
+
+def _admin_paths(spec) -> None:
+    """The admin API: an admin key (TOXISERVE_ADMIN_KEYS); a prediction key gets 403."""
+
+    def operation(summary: str, ok: str, raised: tuple, body: str | None = None, required: bool = False) -> dict:
+        described = {
+            "summary": summary,
+            "tags": ["admin"],
+            "security": [{"ApiKey": []}],
+            "responses": _responses(_ok(ok), raised),
+        }
+        if body:
+            described["requestBody"] = {"required": required, **_json(body)}
+        return described
+
+    spec.path(
+        "/admin/rollout",
+        operations={
+            "get": operation("The rollout state", "RolloutState", ADMIN_READ),
+            "put": operation(
+                "Change part of the rollout (compare-and-set with expected_revision)",
+                "RolloutState",
+                ADMIN_WRITE,
+                "RolloutChange",
+                required=True,
+            ),
+        },
+    )
+    for action, summary in (
+        ("promote", "The canary becomes stable (100 %); the old stable stays named as canary at 0 %"),
+        ("rollback", "Canary share to 0 %; the canary stays named"),
+    ):
+        spec.path(
+            f"/admin/rollout/{action}",
+            operations={"post": operation(summary, "RolloutState", ADMIN_WRITE, "RolloutAction")},
+        )
+    spec.path(
+        "/admin/rollout/history",
+        operations={"get": operation("Every change, newest first", "RolloutHistory", ADMIN_READ)},
+    )
+    shadow = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    spec.path(
+        "/admin/rollout/shadow",
+        operations={
+            "get": {
+                "summary": "Shadow agreement and score difference per (primary, shadow) pair",
+                "tags": ["admin"],
+                "security": [{"ApiKey": []}],
+                "responses": _responses(shadow, ADMIN_READ),
+            }
+        },
+    )
+
+
 @functools.cache
 def _build(limits: tuple[int, int, int]) -> dict:
     settings = _Limits(*limits)
@@ -175,6 +240,10 @@ def _build(limits: tuple[int, int, int]) -> dict:
         "DriftReport",
         "InferRequest",
         "InferResponse",
+        "RolloutState",
+        "RolloutChange",
+        "RolloutAction",
+        "RolloutHistory",
     ):
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
     batch_errors = (*SCORING, errors.EmptyBatchError)
@@ -262,6 +331,7 @@ def _build(limits: tuple[int, int, int]) -> dict:
                 "get": {"summary": summary, "parameters": _path_parameters(path, settings), "responses": responses}
             },
         )
+    _admin_paths(spec)
     spec.path(
         "/healthz",
         operations={"get": {"summary": "Liveness", "responses": _responses(_ok("Health", "process is up"), ())}},
@@ -287,7 +357,10 @@ def _build(limits: tuple[int, int, int]) -> dict:
 def build_spec(settings=None) -> dict:
     if settings is None:
         settings = current_app.extensions["toxiserve"].settings
-    versions = tuple(dict.fromkeys((settings.stable_version, settings.canary_version)))
+    # Any version in the model directory can be named by the rollout and served by name.
+    from shared_features.registry import ModelRegistry
+
+    versions = tuple(ModelRegistry(settings.model_dir).versions(settings.model_name)) or ("v1",)
     return _build(
         (settings.max_text_chars, settings.max_batch_size, settings.max_content_length, settings.model_name, versions)
     )

@@ -113,7 +113,7 @@ class ModelInfoSchema(Schema):
     sha256 = fields.String(required=True)
     created_at = fields.String()
     metrics = fields.Dict()
-    role = fields.String(validate=validate.OneOf(("stable", "canary")))
+    role = fields.String(validate=validate.OneOf(("stable", "canary", "shadow")))
 
 
 class DriftFeatureSchema(Schema):
@@ -139,3 +139,47 @@ class DriftReportSchema(Schema):
 class ModelsResponseSchema(Schema):
     models = fields.List(fields.Nested(ModelInfoSchema), required=True)
     canary_percent = fields.Float(required=True)
+
+
+# --- the admin API (/admin/rollout) ---
+class RolloutStateSchema(Schema):
+    stable = fields.String(required=True)
+    canary = fields.String(required=True)
+    canary_percent = fields.Float(required=True)
+    shadow = fields.String(required=True, allow_none=True)
+    shadow_percent = fields.Float(required=True)
+    revision = fields.Integer(required=True)
+    updated_at = fields.String(required=True)
+    updated_by = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class RolloutChangeSchema(Schema):
+    """A partial change; every field optional. Values are checked by the rollout (422 INVALID_ROLLOUT)."""
+
+    stable = fields.String(validate=validate.Length(min=1, max=64))
+    canary = fields.String(validate=validate.Length(min=1, max=64))
+    canary_percent = fields.Float(validate=validate.Range(min=0, max=100))
+    shadow = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
+    shadow_percent = fields.Float(validate=validate.Range(min=0, max=100))
+    reason = fields.String(validate=validate.Length(max=500))
+    expected_revision = fields.Integer(validate=validate.Range(min=1))
+
+
+class RolloutActionSchema(Schema):
+    """promote / rollback: why, and optionally the revision the caller saw."""
+
+    reason = fields.String(validate=validate.Length(max=500))
+    expected_revision = fields.Integer(validate=validate.Range(min=1))
+
+
+class RolloutHistoryEntrySchema(Schema):
+    revision = fields.Integer(required=True)
+    at = fields.String(required=True)
+    by = fields.String(required=True)
+    change = fields.Dict(required=True)
+    reason = fields.String(required=True)
+
+
+class RolloutHistorySchema(Schema):
+    history = fields.List(fields.Nested(RolloutHistoryEntrySchema), required=True)

@@ -17,6 +17,8 @@ from .idempotency import Idempotency
 from .inference import InferenceService
 from .ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
 from .readiness import Readiness
+from .rollout import Rollout, RolloutState, seed
+from .shadow import ShadowScorer
 from .store import StoreUnavailableError, open_store
 from .store.breaker import CircuitBreaker
 
@@ -24,9 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class ServiceState:
-    def __init__(self, settings: ServiceSettings, api_keys: ApiKeys) -> None:
+    def __init__(self, settings: ServiceSettings, api_keys: ApiKeys, admin_keys: ApiKeys | None = None) -> None:
         self.settings = settings
         self.api_keys = api_keys
+        self.admin_keys = admin_keys or ApiKeys({})
         self.auth_disabled = settings.auth_disabled
         self.readiness = Readiness()
         metrics.initialise_series()
@@ -51,6 +54,21 @@ class ServiceState:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.dataplane = DataPlane(self)
+        self.registry = ModelRegistry(settings.model_dir, settings.on_version_mismatch, settings.allow_pickle)
+        self._loading = threading.Lock()  # one process loads one version at a time
+        self.rollout = Rollout(
+            self.store.rollout,
+            policy.call,
+            self.prepare,
+            seed(settings.stable_version, settings.canary_version, settings.canary_percent),
+            settings.rollout_poll_seconds,
+            settings.max_loaded_versions,
+        )
+        self.rollout.on_adopt.append(metrics.set_rollout)
+        self.rollout.is_ready = lambda state: all(version in self.inference.models for version in state.named)
+        self.shadow = ShadowScorer(
+            lambda: self.inference.models, settings.shadow_queue, lambda: self.in_flight.in_flight > 0
+        )
         self.idempotency = Idempotency(
             self.store.idempotency,
             policy,
@@ -60,18 +78,11 @@ class ServiceState:
         )
 
     def load_models(self) -> None:
-        """Load and verify both arms' artifacts, warm them up, then (only then) report ready."""
+        """Load, verify and warm the versions the rollout names, then (only then) report ready."""
         started = time.perf_counter()
-        registry = ModelRegistry(self.settings.model_dir, self.settings.on_version_mismatch, self.settings.allow_pickle)
-        versions = dict.fromkeys((self.settings.stable_version, self.settings.canary_version))
-        models = {version: registry.load(self.settings.model_name, version) for version in versions}
-        for model in models.values():
-            model.set_per_text_max_batch(self.settings.compiled_max_batch)
+        state = self.rollout.at_start()
         self.inference = InferenceService(
-            models,
-            stable=self.settings.stable_version,
-            canary=self.settings.canary_version,
-            canary_percent=self.settings.canary_percent,
+            {},
             max_batch_size=self.settings.max_batch_size,
             max_text_chars=self.settings.max_text_chars,
             drift_sample_rate=self.settings.drift_sample_rate,
@@ -82,14 +93,33 @@ class ServiceState:
                 self.settings.microbatch_max_wait_ms,
                 self.settings.microbatch_max_queue,
             )
-        self.inference.warm_up()
-        for model in models.values():
-            metrics.MODEL_INFO.labels(model.name, model.version, model.sha256).set(1)
+        self.rollout.adopt(state, force=True)
         self.readiness.mark_ready()
         log.info(
             "models loaded and warmed",
-            extra={"versions": list(models), "seconds": round(time.perf_counter() - started, 3)},
+            extra={
+                "versions": list(self.inference.models),
+                "revision": state.revision,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
         )
+
+    def load_version(self, version: str):
+        """A verified, warmed model of this version: the loaded one, or loaded now (NotFound/ModelError)."""
+        loaded = self.inference.models.get(version)
+        if loaded is not None:
+            return loaded
+        with self._loading:
+            model = self.registry.load(self.settings.model_name, version)
+            model.set_per_text_max_batch(self.settings.compiled_max_batch)
+            self.inference.warm(model)
+            metrics.MODEL_INFO.labels(model.name, model.version, model.sha256).set(1)
+            return model
+
+    def prepare(self, state: RolloutState) -> None:
+        """Load every version `state` names (raising if one can't be), then drop the versions it doesn't name."""
+        models = {version: self.load_version(version) for version in state.named}
+        self.inference.replace_models(models)
 
     def load_models_in_background(self) -> threading.Thread:
         def run() -> None:
@@ -102,22 +132,35 @@ class ServiceState:
         thread.start()
         return thread
 
+    def roles(self) -> dict[str, str]:
+        state = self.rollout.current
+        roles = {state.stable: "stable"}
+        if state.shadow:
+            roles.setdefault(state.shadow, "shadow")
+        roles.setdefault(state.canary, "canary")
+        return roles
+
+    def describe_models(self) -> list[dict]:
+        return self.inference.describe(self.roles())
+
     def model_summary(self) -> dict:
         return {
             m["version"]: {"sha256": m["sha256"], "threshold": m["threshold"], "role": m["role"]}
-            for m in self.inference.describe()
+            for m in self.describe_models()
         }
 
-    def route(self, request_id: str) -> tuple[str, str]:
-        """The canary router's decision, counted: (model version, arm) for this request id.
+    def route(self, request_id: str) -> tuple[str, str, int]:
+        """The router's decision, counted: (model version, arm, rollout revision) for this request id.
 
         One place for every transport (POST /predict, OIP infer, gRPC), so the split they report
-        in `canary_routed_total` is the split they make.
+        in `canary_routed_total` is the split they make. One read of the current state: a request
+        is routed under exactly one revision.
         """
-        version = self.inference.choose_arm(request_id)
-        arm = "canary" if version == self.inference.canary else "stable"
+        self.rollout.maybe_refresh()
+        state = self.rollout.current
+        version, arm = state.arm(request_id)
         metrics.child(metrics.CANARY_ROUTED, arm).inc()
-        return version, arm
+        return version, arm, state.revision
 
     def store_health(self) -> dict:
         """For /readyz: can this process use the store now? One ping, through the circuit breaker."""

@@ -52,11 +52,26 @@ class IdempotencyBackend(Protocol):
         """True, or the store's error if it cannot serve a read."""
 
 
+class RolloutBackend(Protocol):
+    """The rollout state (one JSON object with its revision) and its history, shared by every process."""
+
+    def read(self) -> dict | None:
+        """The current state, or None before anything was written."""
+
+    def write(self, expected_revision: int, state: dict, entry: dict) -> bool:
+        """Compare-and-set: store `state` and append `entry` to the history, atomically, only if the
+        stored revision is `expected_revision` (0: nothing stored yet). False on a conflict."""
+
+    def history(self, limit: int) -> list[dict]:
+        """The newest `limit` history entries, newest first."""
+
+
 @dataclass
 class Store:
     url: str
     limits: Storage  # a `limits` storage: the rate-limit algorithms run against it
     idempotency: IdempotencyBackend
+    rollout: RolloutBackend
     errors: tuple[type[BaseException], ...]  # what a backend raises when it is unreachable
     backend: str = "sqlite"
     is_corruption: Callable[[BaseException], bool] = lambda exc: False  # a broken store, not an absent one

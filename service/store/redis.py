@@ -115,6 +115,35 @@ class RedisIdempotency:
         return bool(self.client.ping())
 
 
+# Compare-and-set of the rollout state and its history entry, in one round trip.
+_ROLLOUT_WRITE = """
+local current = redis.call('GET', KEYS[1])
+local revision = 0
+if current then revision = cjson.decode(current)['revision'] end
+if revision ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('LPUSH', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+class RedisRollout:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.keys = [f"{namespace}:rollout", f"{namespace}:rollout:history"]
+        self._write = client.register_script(_ROLLOUT_WRITE)
+
+    def read(self) -> dict | None:
+        found = self.client.get(self.keys[0])
+        return json.loads(found) if found else None
+
+    def write(self, expected_revision: int, state: dict, entry: dict) -> bool:
+        return bool(self._write(keys=self.keys, args=[expected_revision, json.dumps(state), json.dumps(entry)]))
+
+    def history(self, limit: int) -> list[dict]:
+        return [json.loads(entry) for entry in self.client.lrange(self.keys[1], 0, limit - 1)]
+
+
 def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
     # Short timeouts: a dead Redis must cost a request milliseconds, not the worker timeout.
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -125,6 +154,7 @@ def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
         url=url,
         limits=limits_storage,
         idempotency=RedisIdempotency(client, namespace),
+        rollout=RedisRollout(client, namespace),
         errors=(redis.RedisError, StorageError),
         backend="redis",
     )

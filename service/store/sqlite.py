@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -25,6 +26,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT, expires_at REAL NOT NULL, owner TEXT
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
+CREATE TABLE IF NOT EXISTS rollout (namespace TEXT PRIMARY KEY, revision INTEGER NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_history (
+    namespace TEXT NOT NULL, revision INTEGER NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (namespace, revision)
+);
 """
 # Files made before claims carried their owner get the column; then the index on it.
 _OWNER_INDEX = "CREATE INDEX IF NOT EXISTS idempotency_pending_owner ON idempotency (owner) WHERE response IS NULL"
@@ -254,6 +259,45 @@ class SQLiteIdempotency:
         return True
 
 
+class SQLiteRollout:
+    def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
+        self.db, self.namespace = database, namespace
+
+    def read(self) -> dict | None:
+        row = self.db.connect().execute("SELECT state FROM rollout WHERE namespace = ?", (self.namespace,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def write(self, expected_revision: int, state: dict, entry: dict) -> bool:
+        with self.db.writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT revision FROM rollout WHERE namespace = ?", (self.namespace,)).fetchone()
+                if (row[0] if row else 0) != expected_revision:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute(
+                    "INSERT INTO rollout (namespace, revision, state) VALUES (?1, ?2, ?3) "
+                    "ON CONFLICT (namespace) DO UPDATE SET revision = ?2, state = ?3",
+                    (self.namespace, state["revision"], json.dumps(state)),
+                )
+                conn.execute(
+                    "INSERT INTO rollout_history (namespace, revision, entry) VALUES (?, ?, ?)",
+                    (self.namespace, state["revision"], json.dumps(entry)),
+                )
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def history(self, limit: int) -> list[dict]:
+        rows = self.db.connect().execute(
+            "SELECT entry FROM rollout_history WHERE namespace = ? ORDER BY revision DESC LIMIT ?",
+            (self.namespace, limit),
+        )
+        return [json.loads(entry) for (entry,) in rows]
+
+
 def open_sqlite_store(url: str, namespace: str, on_reopen=lambda: None) -> Store:
     path = Path(url.removeprefix("sqlite:///"))
     database = SQLiteDatabase(path, on_reopen)
@@ -261,6 +305,7 @@ def open_sqlite_store(url: str, namespace: str, on_reopen=lambda: None) -> Store
         url=url,
         limits=SQLiteLimitsStorage(database),
         idempotency=SQLiteIdempotency(database, namespace),
+        rollout=SQLiteRollout(database, namespace),
         errors=(sqlite3.Error, StorageError),
         backend="sqlite",
         is_corruption=is_corruption,

@@ -84,6 +84,8 @@ def add_guard_headers(response):
     current = g.get("call")
     if current is not None:
         response.headers.update(current.retry_headers)
+        if current.rollout_revision is not None:
+            response.headers["X-Rollout-Revision"] = str(current.rollout_revision)
         if current.replayed:
             response.headers["Idempotent-Replayed"] = "true"
     return response

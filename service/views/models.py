@@ -14,5 +14,6 @@ def model_drift(version: str):
 
 
 def list_models():
-    inference = dataplane().inference()
-    return jsonify(models=inference.describe(), canary_percent=inference.canary_percent)
+    dataplane().inference()  # 503 while loading
+    service = state()
+    return jsonify(models=service.describe_models(), canary_percent=service.rollout.current.canary_percent)

@@ -170,11 +170,10 @@ def test_inference_failure_is_503_not_500(monkeypatch):
 
 def test_unexpected_bug_is_internal_error_without_internals(monkeypatch):
     app = make_app()
-    inference = app.extensions["toxiserve"].inference
 
     def bug(*args, **kwargs):
         raise KeyError("secret internal detail")
 
-    monkeypatch.setattr(inference, "choose_arm", bug)
+    monkeypatch.setattr(app.extensions["toxiserve"], "route", bug)
     body = assert_error(post(app.test_client(), "/predict", {"text": "hi"}), 500, "INTERNAL_ERROR", "internal error")
     assert "secret internal detail" not in str(body)

@@ -127,6 +127,13 @@ def test_router_matches_the_http_router(server):
         assert reply.model_version == expected.json["model_version"]
 
 
+def test_routed_calls_carry_the_rollout_revision(server):
+    _, routed = server.stub.Predict.with_call(pb.PredictRequest(text="hello"), metadata=KEY)
+    assert dict(routed.trailing_metadata())["x-rollout-revision"] == "1"
+    _, pinned = server.stub.Predict.with_call(pb.PredictRequest(text="hello", version="v1"), metadata=KEY)
+    assert "x-rollout-revision" not in dict(pinned.trailing_metadata() or ())  # a named version is not routed
+
+
 @pytest.mark.parametrize(
     "request_kwargs, code, error_code",
     [

@@ -85,8 +85,9 @@ def test_replay_returns_the_same_response_even_after_canary_change(store_url, na
     first = post(first_app.test_client(), "/predict", {"text": "replay me", "request_id": "idem-1"})
     assert first.status_code == 200 and first.json["model_version"] == "v1"
     assert "Idempotent-Replayed" not in first.headers
-    # Another process (a redeploy with 100 % canary) sharing the store replays the stored answer.
-    second_app = guarded_app(store_url, namespace, CANARY_PERCENT=100)
+    # Another process sharing the store, after the rollout went to 100 % canary, replays the stored answer.
+    second_app = guarded_app(store_url, namespace)
+    second_app.extensions["toxiserve"].rollout.update({"canary_percent": 100}, None, "test", "all in")
     again = post(second_app.test_client(), "/predict", {"text": "replay me", "request_id": "idem-1"})
     assert again.status_code == 200 and again.json == first.json
     assert again.headers["Idempotent-Replayed"] == "true"

@@ -1,0 +1,250 @@
+"""The rollout: which model versions the router sends traffic to, steered while serving.
+
+The state `{stable, canary, canary_percent, shadow, shadow_percent, revision, updated_at,
+updated_by, reason}` lives in the shared store (SQLite on one host, Redis across hosts), with a
+history of every change. The TOXISERVE_* variables seed it on the very first start only.
+
+Each process follows it from its routing path (`maybe_refresh`): at most once per
+`TOXISERVE_ROLLOUT_POLL_SECONDS` one request reads the stored state. A new revision is adopted only
+once every version it names is loaded, verified and warmed (in a background thread when it needs a
+load: off the request path). Routing reads one attribute (`current`): a request is routed under
+exactly one revision.
+
+Writes are compare-and-set on the revision; the admin API validates a change (and loads the
+versions it names, in the process that takes the call) before writing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+
+from shared_features.errors import ToxiserveError
+
+from .store import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+CHANGEABLE = ("stable", "canary", "canary_percent", "shadow", "shadow_percent")
+HISTORY_LIMIT = 1000
+
+
+class RevisionConflictError(ToxiserveError):
+    """The state changed since the revision the caller read."""
+
+    status, error_code = 409, "REVISION_CONFLICT"
+
+
+class InvalidRolloutError(ToxiserveError):
+    """A change naming an unusable version or value; nothing was changed."""
+
+    status, error_code = 422, "INVALID_ROLLOUT"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def bucket(request_id: str, salt: str = "") -> int:
+    """0..9999, stable in the request id: a retry with the same id lands on the same arm."""
+    return int.from_bytes(hashlib.sha256((salt + request_id).encode("utf-8")).digest()[:8], "big") % 10_000
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    stable: str
+    canary: str
+    canary_percent: float
+    shadow: str | None
+    shadow_percent: float
+    revision: int
+    updated_at: str
+    updated_by: str
+    reason: str
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RolloutState:
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def named(self) -> list[str]:
+        """The versions this state routes to, stable first."""
+        return list(dict.fromkeys(v for v in (self.stable, self.canary, self.shadow) if v))
+
+    def arm(self, request_id: str) -> tuple[str, str]:
+        """(version, arm) for a routed request: sticky by request id within this revision."""
+        if bucket(request_id) < round(self.canary_percent * 100):
+            return self.canary, "canary"
+        return self.stable, "stable"
+
+    def shadows(self, request_id: str) -> bool:
+        # Its own salt: which requests are shadowed is independent of which went to the canary.
+        return bool(self.shadow) and bucket(request_id, "shadow:") < round(self.shadow_percent * 100)
+
+
+def _percent(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise InvalidRolloutError(f"{name} must be a number from 0 to 100", details={name: ["0..100"]})
+    return float(value)
+
+
+def changed(state: RolloutState, change: dict, by: str, reason: str) -> RolloutState:
+    """The state after a partial change (CHANGEABLE fields only), checked; the revision is bumped."""
+    unknown = sorted(set(change) - set(CHANGEABLE))
+    if unknown:
+        raise InvalidRolloutError(f"unknown field(s) {unknown}", details={name: ["unknown field"] for name in unknown})
+    values = {}
+    for name, value in change.items():
+        if name.endswith("_percent"):
+            values[name] = _percent(name, value)
+        elif name == "shadow" and value is None:
+            values[name] = None
+        elif not isinstance(value, str) or not value:
+            raise InvalidRolloutError(f"{name} must be a model version", details={name: ["a version name"]})
+        else:
+            values[name] = value
+    return replace(state, **values, revision=state.revision + 1, updated_at=_now(), updated_by=by, reason=reason or "")
+
+
+def seed(stable: str, canary: str, canary_percent: float) -> RolloutState:
+    return RolloutState(stable, canary, canary_percent, None, 0.0, 1, _now(), "settings", "seeded from TOXISERVE_*")
+
+
+class Rollout:
+    """One process's view of the rollout, and the writes the admin API makes."""
+
+    def __init__(
+        self,
+        backend,
+        call_store: Callable,
+        prepare: Callable[[RolloutState], None],
+        initial: RolloutState,
+        poll_seconds: float,
+        max_versions: int,
+    ) -> None:
+        self.backend = backend
+        self.call_store = call_store  # the store failure policy: breaker, fail open/closed, metrics
+        self.prepare = prepare  # loads and warms a state's versions, unloads the rest; raises if it can't
+        self.current = initial
+        self.poll_seconds = poll_seconds
+        self.max_versions = max_versions
+        self.is_ready = lambda state: False  # every version `state` names is loaded here (set by the owner)
+        self._lock = threading.Lock()  # one adoption at a time (a poll, a background load, an admin call)
+        self._poll_lock = threading.Lock()
+        self._next_poll = 0.0
+        self._adopting: int | None = None
+        self.on_adopt: list[Callable[[RolloutState], None]] = []
+
+    # --- the shared state ---
+    def seed_or_read(self) -> RolloutState:
+        """The stored state; on the very first start, the seed is written first."""
+        stored = self.call_store("rollout_read", self.backend.read)
+        if stored is None:
+            seeded = self.current
+            entry = {"revision": seeded.revision, "at": seeded.updated_at, "by": seeded.updated_by}
+            entry.update(change={name: getattr(seeded, name) for name in CHANGEABLE}, reason=seeded.reason)
+            if self.call_store("rollout_write", self.backend.write, 0, seeded.as_dict(), entry):
+                return seeded
+            stored = self.call_store("rollout_read", self.backend.read)  # another process seeded first
+        return RolloutState.from_dict(stored) if stored else self.current
+
+    def at_start(self) -> RolloutState:
+        """The state to load at start; with the store down, the seed (followed by the real state once
+        the store answers), so a store outage never keeps a process from serving."""
+        try:
+            return self.seed_or_read()
+        except ToxiserveError as exc:
+            log.warning("rollout state unreadable at start (%s); serving the seed from TOXISERVE_*", exc.message)
+            return self.current
+
+    def adopt(self, state: RolloutState, force: bool = False) -> None:
+        """Switch this process to `state` once its versions are ready (raises if they can't be)."""
+        with self._lock:
+            if state.revision == self.current.revision and not force:
+                return
+            self.prepare(state)
+            self.current = state
+        for callback in self.on_adopt:
+            callback(state)
+        log.info("rollout revision adopted", extra={"revision": state.revision, "versions": state.named})
+
+    def maybe_refresh(self) -> None:
+        """On the routing path: at most once per poll interval, one request reads the stored state.
+
+        A new revision whose versions are all loaded is adopted at once (swapping a dict); one that
+        names a version not loaded here is adopted by a background thread once that version is
+        loaded and warmed, and requests go on under the current revision meanwhile. A worker that
+        served nothing for a while reads the state on its very next request, so no request is routed
+        under a revision older than the poll interval. Costs the request path one clock read, and
+        one store read per interval per process.
+        """
+        now = time.monotonic()
+        if now < self._next_poll or not self._poll_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_poll = now + self.poll_seconds
+            stored = self.call_store("rollout_read", self.backend.read)
+            if not stored or stored["revision"] == self.current.revision:
+                return
+            state = RolloutState.from_dict(stored)
+            if self.is_ready(state):
+                self.adopt(state)
+            elif self._adopting != state.revision:
+                self._adopting = state.revision
+                threading.Thread(target=self._adopt_in_background, args=(state,), daemon=True).start()
+        except ToxiserveError as exc:  # the store is down (failing closed): route under what we have
+            log.warning("rollout state unreadable; routing under revision %s (%s)", self.current.revision, exc)
+        finally:
+            self._poll_lock.release()
+
+    def _adopt_in_background(self, state: RolloutState) -> None:
+        try:
+            self.adopt(state)
+        except Exception as exc:  # a version that won't load here: keep serving, retry at the next poll
+            log.error("cannot adopt rollout revision %s: %s", state.revision, exc)
+        finally:
+            self._adopting = None
+
+    # --- the admin API's writes ---
+    def update(self, change: dict, expected_revision: int | None, by: str, reason: str) -> RolloutState:
+        stored = self.call_store("rollout_read", self.backend.read)
+        current = RolloutState.from_dict(stored) if stored else self.current
+        if expected_revision is not None and expected_revision != current.revision:
+            raise RevisionConflictError(
+                f"the rollout is at revision {current.revision}, not {expected_revision}; read it and try again",
+                details={"revision": current.revision},
+            )
+        proposed = changed(current, change, by, reason)
+        if len(proposed.named) > self.max_versions:
+            raise InvalidRolloutError(
+                f"the rollout would name {len(proposed.named)} versions; TOXISERVE_MAX_LOADED_VERSIONS is "
+                f"{self.max_versions}"
+            )
+        try:
+            self.prepare(proposed)  # loads and verifies every named version here first: refusal changes nothing
+        except ToxiserveError as exc:
+            raise InvalidRolloutError(
+                f"cannot serve the rollout: {exc.message}", details={"versions": proposed.named}
+            ) from None
+        entry = {"revision": proposed.revision, "at": proposed.updated_at, "by": by, "change": change, "reason": reason}
+        written = self.call_store("rollout_write", self.backend.write, current.revision, proposed.as_dict(), entry)
+        if written is None:  # the store failed and the policy let it pass: a change must not pass unrecorded
+            raise StoreUnavailableError("the shared store is unavailable: the rollout cannot change now")
+        if not written:
+            self.prepare(self.current)  # put this process's loaded versions back
+            raise RevisionConflictError(
+                "the rollout changed while this change was being checked; read it and try again"
+            )
+        self.adopt(proposed)
+        return proposed
+
+    def history(self, limit: int = HISTORY_LIMIT) -> list[dict]:
+        return self.call_store("rollout_history", self.backend.history, limit)
