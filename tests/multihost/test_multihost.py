@@ -129,9 +129,18 @@ def test_a_sigkilled_host_loses_no_request_with_the_client(cluster):
         except Exception as exc:  # counted, then asserted empty
             errors.append(f"{rid}: {exc}")
 
+    def scoring_on_host_1() -> bool:
+        scrape = requests.get(f"http://{cluster.addresses[1]}:8000/metrics", timeout=5).text
+        return any(
+            line.startswith("in_flight_requests ") and float(line.split()[1]) > 0 for line in scrape.splitlines()
+        )
+
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(call, rid) for rid in ids]
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while not scoring_on_host_1():  # kill it mid-batch, however fast this machine scores
+            assert time.monotonic() < deadline, "host 1 never had a request in flight"
+            time.sleep(0.01)
         os.killpg(cluster.hosts[1].pid, signal.SIGKILL)  # the whole host: master and workers
         for future in futures:
             future.result(120)

@@ -42,8 +42,10 @@ def test_request_line_has_facts_but_no_text_or_key(log_lines):
     assert routed["request_id"] == "log-1" and routed["route"] == "/predict" and routed["status"] == 200
     assert routed["key_id"] == "acme" and routed["text_length"] == len(SECRET_TEXT)
     assert routed["arm"] in ("stable", "canary") and routed["model_version"] in ("v1", "v2")
+    assert routed["rollout_revision"] == 1  # the revision it was routed under
     assert routed["latency_ms"] > 0
     assert requests[1]["text_count"] == 3 and requests[1]["request_id"] == "log-2"
+    assert "rollout_revision" not in requests[1]  # a versioned path is not routed
     assert requests[2]["error_code"] == "INVALID_PAYLOAD" and requests[3]["error_code"] == "UNAUTHORIZED"
     assert "key_id" not in requests[3]
 
