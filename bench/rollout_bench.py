@@ -65,11 +65,17 @@ def follow_seconds(admin: Target, hosts: list[Target], percent: float) -> float:
     return max(followed)
 
 
-def p50_ms(target: Target, seconds: float) -> float:
+def p50_ms(target: Target, seconds: float, rate: float | None = None) -> float:
+    """One client: back to back (rate None: the worst case, the worker never idles long), or one
+    request every 1/rate s (open loop, as independent users arrive)."""
     samples = []
     deadline = time.perf_counter() + seconds
+    next_send = time.perf_counter()
     with requests.Session() as session:
         while time.perf_counter() < deadline:
+            if rate:
+                next_send += 1 / rate
+                time.sleep(max(0.0, next_send - time.perf_counter()))
             started = time.perf_counter()
             session.post(f"{target.url}/predict", json={"text": "you are a lovely idiot"}, headers=HEADERS, timeout=10)
             samples.append((time.perf_counter() - started) * 1000)
@@ -160,19 +166,23 @@ def main() -> None:
     except Exception as exc:
         print(f"two hosts, one Redis: skipped ({type(exc).__name__})")
 
-    print("\n## shadow overhead (primary v1 p50, one client, 3 s blocks interleaved)")
-    with Target(REPO, admin_env(f"sqlite:///{tempfile.mkdtemp()}/s.sqlite3", "shadow")) as host:
-        put(host, {"canary_percent": 0})
-        off, on = [], []
-        for _ in range(args.rounds):
-            put(host, {"shadow": None, "shadow_percent": 0})
-            off.append(p50_ms(host, 3))
-            put(host, {"shadow": "v2", "shadow_percent": 100})
-            on.append(p50_ms(host, 3))
-        summary = requests.get(f"{host.url}/admin/rollout/shadow", headers=ADMIN, timeout=10).json()
-    off_ms, on_ms = statistics.median(off), statistics.median(on)
-    print(f"p50 shadow off {off_ms:.3f} ms, on {on_ms:.3f} ms: ratio {on_ms / off_ms:.3f}")
-    print(f"shadow summary: {summary['pairs']}, dropped {summary['dropped']}")
+    print("\n## shadow overhead (primary v1 p50; v2 shadows 100 %; one client; 3 s blocks interleaved)")
+    for label, rate in (("100 requests/s (open loop)", 100.0), ("back to back (closed loop)", None)):
+        with Target(REPO, admin_env(f"sqlite:///{tempfile.mkdtemp()}/s.sqlite3", "shadow")) as host:
+            put(host, {"canary_percent": 0})
+            off, on = [], []
+            for _ in range(args.rounds):
+                put(host, {"shadow": None, "shadow_percent": 0})
+                off.append(p50_ms(host, 3, rate))
+                put(host, {"shadow": "v2", "shadow_percent": 100})
+                on.append(p50_ms(host, 3, rate))
+            summary = requests.get(f"{host.url}/admin/rollout/shadow", headers=ADMIN, timeout=10).json()
+        off_ms, on_ms = statistics.median(off), statistics.median(on)
+        compared = sum(pair["compared"] for pair in summary["pairs"])
+        print(
+            f"{label}: p50 shadow off {off_ms:.3f} ms, on {on_ms:.3f} ms, ratio {on_ms / off_ms:.3f}; "
+            f"{compared} texts shadowed, dropped {summary['dropped']}, pairs {summary['pairs']}"
+        )
 
     print("\n## hot load under load (4 client threads)")
     root = Path(tempfile.mkdtemp()) / "models"

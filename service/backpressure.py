@@ -53,6 +53,11 @@ class InFlightLimiter:
         self._slots = threading.BoundedSemaphore(limit)
         self._lock = threading.Lock()
         self.in_flight = 0
+        self.last_left = 0.0  # monotonic time the last request left: background work waits for quiet
+
+    def quiet_for(self, seconds: float) -> bool:
+        """No request in flight, and none for `seconds`: room for background work (shadow scoring)."""
+        return self.in_flight == 0 and time.monotonic() - self.last_left >= seconds
 
     def try_enter(self) -> bool:
         if not self._slots.acquire(blocking=False):
@@ -65,5 +70,6 @@ class InFlightLimiter:
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.last_left = time.monotonic()
         metrics.IN_FLIGHT.dec()
         self._slots.release()

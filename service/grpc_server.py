@@ -207,6 +207,7 @@ def serve() -> int:
     server.start()
     log.info("gRPC listening", extra={"port": bound, "threads": threads})
     service.load_models()
+    service.rollout.follow()
     set_health(health_servicer, True)
 
     stopped = threading.Event()

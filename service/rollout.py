@@ -4,11 +4,11 @@ The state `{stable, canary, canary_percent, shadow, shadow_percent, revision, up
 updated_by, reason}` lives in the shared store (SQLite on one host, Redis across hosts), with a
 history of every change. The TOXISERVE_* variables seed it on the very first start only.
 
-Each process follows it from its routing path (`maybe_refresh`): at most once per
-`TOXISERVE_ROLLOUT_POLL_SECONDS` one request reads the stored state. A new revision is adopted only
-once every version it names is loaded, verified and warmed (in a background thread when it needs a
-load: off the request path). Routing reads one attribute (`current`): a request is routed under
-exactly one revision.
+Each serving process follows it (`maybe_refresh`): a follower thread every
+`TOXISERVE_ROLLOUT_POLL_SECONDS`, so an idle worker is ready when traffic comes, and the routing path
+itself when a poll is due. A new revision is adopted only once every version it names is loaded,
+verified and warmed (in a background thread when it needs a load: off the request path). Routing
+reads one attribute (`current`): a request is routed under exactly one revision.
 
 Writes are compare-and-set on the revision; the admin API validates a change (and loads the
 versions it names, in the process that takes the call) before writing it.
@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -118,6 +120,16 @@ def seed(stable: str, canary: str, canary_percent: float) -> RolloutState:
     return RolloutState(stable, canary, canary_percent, None, 0.0, 1, _now(), "settings", "seeded from TOXISERVE_*")
 
 
+def _follow(ref: weakref.ref, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        rollout = ref()
+        if rollout is None:
+            return
+        rollout.maybe_refresh()
+        del rollout  # no strong reference while asleep
+
+
 class Rollout:
     """One process's view of the rollout, and the writes the admin API makes."""
 
@@ -141,6 +153,7 @@ class Rollout:
         self._poll_lock = threading.Lock()
         self._next_poll = 0.0
         self._adopting: int | None = None
+        self._follower_pid: int | None = None
         self.on_adopt: list[Callable[[RolloutState], None]] = []
 
     # --- the shared state ---
@@ -186,6 +199,8 @@ class Rollout:
         under a revision older than the poll interval. Costs the request path one clock read, and
         one store read per interval per process.
         """
+        if self._follower_pid != os.getpid():
+            self.follow()
         now = time.monotonic()
         if now < self._next_poll or not self._poll_lock.acquire(blocking=False):
             return
@@ -204,6 +219,14 @@ class Rollout:
             log.warning("rollout state unreadable; routing under revision %s (%s)", self.current.revision, exc)
         finally:
             self._poll_lock.release()
+
+    def follow(self) -> None:
+        """Start this process's follower thread. Serving processes only: a thread in the gunicorn
+        master could hold a lock at fork. It ends when this Rollout is garbage (apps in tests)."""
+        self._follower_pid = os.getpid()
+        threading.Thread(
+            target=_follow, args=(weakref.ref(self), self.poll_seconds), name="toxiserve-rollout", daemon=True
+        ).start()
 
     def _adopt_in_background(self, state: RolloutState) -> None:
         try:

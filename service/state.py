@@ -18,7 +18,7 @@ from .inference import InferenceService
 from .ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
 from .readiness import Readiness
 from .rollout import Rollout, RolloutState, seed
-from .shadow import ShadowScorer
+from .shadow import QUIET_SECONDS, ShadowScorer
 from .store import StoreUnavailableError, open_store
 from .store.breaker import CircuitBreaker
 
@@ -67,7 +67,7 @@ class ServiceState:
         self.rollout.on_adopt.append(metrics.set_rollout)
         self.rollout.is_ready = lambda state: all(version in self.inference.models for version in state.named)
         self.shadow = ShadowScorer(
-            lambda: self.inference.models, settings.shadow_queue, lambda: self.in_flight.in_flight > 0
+            lambda: self.inference.models, settings.shadow_queue, lambda: not self.in_flight.quiet_for(QUIET_SECONDS)
         )
         self.idempotency = Idempotency(
             self.store.idempotency,
