@@ -191,7 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
     S(
         "STORE_URL",
         "sqlite:///run/toxiserve.sqlite3",
-        "rate limits and idempotency: the embedded SQLite file or `redis://host:6379/0`",
+        "rate limits, idempotency and the rollout state: the embedded SQLite file or `redis://host:6379/0`",
     ),
     S("STORE_NAMESPACE", "toxiserve", "key prefix in the store, so several services can share one"),
     S("STORE_TIMEOUT", 0.25, "seconds before an unreachable Redis counts as down", float, 0.001, 60),
