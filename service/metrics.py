@@ -105,6 +105,9 @@ SHADOW_SCORE_DIFFERENCE = Histogram(
     buckets=(0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
 )
 SHADOW_DROPPED = Counter("shadow_dropped", "Shadow scorings not done", ["reason"])
+ROLLOUT_ADOPT_FAILURES = Counter(
+    "rollout_adopt_failures", "Rollout revisions this process could not adopt (a version that would not load here)"
+)
 # The rollout each process serves: after a change, every process reports the new revision within a poll.
 ROLLOUT_REVISION = Gauge("rollout_revision", "Rollout revision this process routes under", multiprocess_mode="max")
 ROLLOUT_CANARY_PERCENT = Gauge(

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from shared_features.errors import ToxiserveError
 
+from . import metrics
 from .store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ class Rollout:
         self._next_poll = 0.0
         self._adopting: int | None = None
         self._follower_pid: int | None = None
+        self._failed_revision: int | None = None
         self.on_adopt: list[Callable[[RolloutState], None]] = []
 
     # --- the shared state ---
@@ -232,7 +234,10 @@ class Rollout:
         try:
             self.adopt(state)
         except Exception as exc:  # a version that won't load here: keep serving, retry at the next poll
-            log.error("cannot adopt rollout revision %s: %s", state.revision, exc)
+            metrics.ROLLOUT_ADOPT_FAILURES.inc()
+            if self._failed_revision != state.revision:  # once per revision: the retries are counted, not logged
+                self._failed_revision = state.revision
+                log.error("cannot adopt rollout revision %s: %s; retrying every poll", state.revision, exc)
         finally:
             self._adopting = None
 
@@ -270,4 +275,7 @@ class Rollout:
         return proposed
 
     def history(self, limit: int = HISTORY_LIMIT) -> list[dict]:
-        return self.call_store("rollout_history", self.backend.history, limit)
+        found = self.call_store("rollout_history", self.backend.history, limit)
+        if found is None:  # the store failed and the policy let it pass: there is no history to show
+            raise StoreUnavailableError("the shared store is unavailable: the rollout history cannot be read now")
+        return found

@@ -217,3 +217,30 @@ def test_rollout_metrics(pair):
     first.put("/admin/rollout", json={"canary_percent": 35}, headers=ADMIN)
     text = first.get("/metrics").get_data(as_text=True)
     assert "rollout_revision 2.0" in text and "rollout_canary_percent 35.0" in text
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_a_dead_store_serves_the_seed_and_refuses_changes(mode):
+    """With the store unreachable the process starts, routes under the seed, and an admin write is a
+    clear 503 (a change must never pass unrecorded), whichever way the store policy fails."""
+    client = admin_app("redis://127.0.0.1:1/0", STORE_FAILURE_MODE=mode, RATE_LIMIT="").test_client()
+    routed_answer = post(client, "/predict", {"text": "still serving"})
+    if mode == "open":
+        assert routed_answer.status_code == 200 and routed_answer.headers["X-Rollout-Revision"] == "1"
+    refused = client.put("/admin/rollout", json={"canary_percent": 50}, headers=ADMIN)
+    assert refused.status_code == 503 and refused.json["error_code"] == "STORE_UNAVAILABLE"
+    assert client.get("/admin/rollout/history", headers=ADMIN).status_code == 503
+
+
+def test_a_host_that_cannot_load_a_named_version_keeps_serving_and_counts_it(store_url, namespace, model_dir):
+    from service import metrics
+
+    with_v3 = admin_app(store_url, namespace, MODEL_DIR=str(model_dir)).test_client()
+    without_v3 = admin_app(store_url, namespace, ROLLOUT_POLL_SECONDS=0.05).test_client()  # the shipped models
+    failures = metrics.ROLLOUT_ADOPT_FAILURES._value.get()
+    assert with_v3.put("/admin/rollout", json={"canary": "v3"}, headers=ADMIN).status_code == 200
+    wait_until(
+        lambda: post(without_v3, "/predict", {"text": "x"}) and metrics.ROLLOUT_ADOPT_FAILURES._value.get() > failures
+    )
+    answers = routed(without_v3, 20, "old")
+    assert {r.status_code for r in answers} == {200} and {r.headers["X-Rollout-Revision"] for r in answers} == {"1"}
