@@ -16,6 +16,7 @@ from .openapi import bp as docs_bp
 from .state import ServiceState
 from .views.admin import bp as admin_bp
 from .views.common import add_guard_headers
+from .views.feedback import give_feedback, model_quality
 from .views.health import bp as health_bp
 from .views.models import list_models, model_drift
 from .views.oip import bp as oip_bp
@@ -74,6 +75,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     v1 = version_blueprint("v1", "v1")
     v1.add_url_rule("/models", "models", list_models, methods=["GET"])
     v1.add_url_rule("/models/<version>/drift", "drift", model_drift, methods=["GET"])
+    v1.add_url_rule("/models/<version>/quality", "quality", model_quality, methods=["GET"])
+    v1.add_url_rule("/feedback", "feedback", give_feedback, methods=["POST"])
     v2 = version_blueprint("v2", "v2")
     blueprints = (health_bp, docs_bp, metrics.bp, v1, v2, router_bp, oip_bp, admin_bp)
     for blueprint in blueprints:

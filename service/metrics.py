@@ -105,6 +105,7 @@ SHADOW_SCORE_DIFFERENCE = Histogram(
     buckets=(0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
 )
 SHADOW_DROPPED = Counter("shadow_dropped", "Shadow scorings not done", ["reason"])
+FEEDBACK = Counter("feedback", "Labels fed back, per answer", ["model_version", "predicted", "actual"])
 ROLLOUT_ADOPT_FAILURES = Counter(
     "rollout_adopt_failures", "Rollout revisions this process could not adopt (a version that would not load here)"
 )

@@ -17,6 +17,7 @@ from flask import Blueprint, current_app, jsonify, send_from_directory
 from shared_features.errors import UnprocessableError
 
 from . import errors, schemas
+from .feedback import FeedbackConflictError, UnknownRequestError
 from .request_context import REQUEST_ID_PATTERN
 from .rollout import InvalidRolloutError, RevisionConflictError
 from .store import StoreUnavailableError
@@ -50,6 +51,8 @@ SCORING = (
     StoreUnavailableError,
 )
 RETRY_HINTED = {429: "always", 503: "when retrying soon may succeed", 409: "while the first request is still running"}
+# A 200 whose body is a JSON object documented in prose (OIP metadata, shadow and quality reports).
+JSON_OBJECT_OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 
@@ -198,7 +201,6 @@ def _admin_paths(spec) -> None:
         "/admin/rollout/history",
         operations={"get": operation("Every change, newest first", "RolloutHistory", ADMIN_READ)},
     )
-    shadow = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
     spec.path(
         "/admin/rollout/shadow",
         operations={
@@ -206,7 +208,62 @@ def _admin_paths(spec) -> None:
                 "summary": "Shadow agreement and score difference per (primary, shadow) pair",
                 "tags": ["admin"],
                 "security": [{"ApiKey": []}],
-                "responses": _responses(shadow, ADMIN_READ),
+                "responses": _responses(JSON_OBJECT_OK, ADMIN_READ),
+            }
+        },
+    )
+
+
+FEEDBACK_ERRORS = (
+    errors.InvalidJsonError,
+    errors.InvalidPayloadError,
+    errors.UnauthorizedError,
+    errors.UnsupportedMediaTypeError,
+    UnprocessableError,
+    UnknownRequestError,
+    FeedbackConflictError,
+    StoreUnavailableError,
+)
+
+
+def _feedback_paths(spec, settings) -> None:
+    accepted = {
+        "description": "accepted (one label) or a result per item (a batch)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/FeedbackResult"},
+                        {"$ref": "#/components/schemas/FeedbackBatchResult"},
+                    ]
+                }
+            }
+        },
+    }
+    responses = _responses(_ok("FeedbackResult"), FEEDBACK_ERRORS)
+    del responses["200"]
+    body = {"oneOf": [{"$ref": "#/components/schemas/FeedbackItem"}, {"$ref": "#/components/schemas/FeedbackBatch"}]}
+    spec.path(
+        "/v1/feedback",
+        operations={
+            "post": {
+                "summary": "Label an answered request (sent with a request_id, by the same key); first label stands",
+                "security": [{"ApiKey": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                "responses": {"202": accepted, **responses},
+            }
+        },
+    )
+    spec.path(
+        "/v1/models/{version}/quality",
+        operations={
+            "get": {
+                "summary": "Precision, recall, F1, macro-F1 and accuracy from feedback, with 95 % intervals",
+                "security": [{"ApiKey": []}],
+                "parameters": _path_parameters("{version}", settings),
+                "responses": _responses(
+                    JSON_OBJECT_OK, (errors.UnauthorizedError, errors.NotFoundError, StoreUnavailableError)
+                ),
             }
         },
     )
@@ -244,6 +301,10 @@ def _build(limits: tuple[int, int, int]) -> dict:
         "RolloutChange",
         "RolloutAction",
         "RolloutHistory",
+        "FeedbackItem",
+        "FeedbackBatch",
+        "FeedbackResult",
+        "FeedbackBatchResult",
     ):
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
     batch_errors = (*SCORING, errors.EmptyBatchError)
@@ -304,7 +365,7 @@ def _build(limits: tuple[int, int, int]) -> dict:
             "extension: a body of JSON then raw tensors, split by the Inference-Header-Content-Length header."
         )
         spec.path(path, operations=operation)
-    oip_json = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    oip_json = JSON_OBJECT_OK
     for path, summary in (
         ("/v2/health/live", "OIP server live"),
         ("/v2", "OIP server metadata and extensions"),
@@ -332,6 +393,7 @@ def _build(limits: tuple[int, int, int]) -> dict:
             },
         )
     _admin_paths(spec)
+    _feedback_paths(spec, settings)
     spec.path(
         "/healthz",
         operations={"get": {"summary": "Liveness", "responses": _responses(_ok("Health", "process is up"), ())}},

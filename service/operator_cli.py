@@ -1,11 +1,12 @@
 """`toxiserve`: the operator's command line. `toxiserve rollout status|set|promote|rollback|history`
-talks to a running service's admin API.
+talks to a running service's admin API; `toxiserve feedback FILE` sends labels for answered requests.
 
     export TOXISERVE_URL=http://127.0.0.1:8000 TOXISERVE_ADMIN_KEY=...
     toxiserve rollout set --canary v3 --canary-percent 10 --reason "v3 to 10 %"
 
-The key is read from TOXISERVE_ADMIN_KEY only (a key on the command line ends up in shell history
-and `ps`). Human-readable tables by default; `--json` prints the API's JSON for scripts.
+Keys are read from the environment only (a key on the command line ends up in shell history and
+`ps`): TOXISERVE_ADMIN_KEY for `rollout`, TOXISERVE_API_KEY (the key that made the requests) for
+`feedback`. Human-readable tables by default; `--json` prints the API's JSON for scripts.
 Exit codes: 0 done; 1 the service refused or could not be reached (the error code and message on
 stderr); 2 usage error.
 """
@@ -22,13 +23,14 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class Admin:
-    def __init__(self, url: str, as_json: bool) -> None:
+    def __init__(self, url: str, as_json: bool, key_variable: str = "TOXISERVE_ADMIN_KEY") -> None:
         self.url, self.as_json = url.rstrip("/"), as_json
-        self.key = os.environ.get("TOXISERVE_ADMIN_KEY")
+        self.key_variable = key_variable
+        self.key = os.environ.get(key_variable)
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         if not self.key:
-            raise click.UsageError("set TOXISERVE_ADMIN_KEY to an admin key of the service")
+            raise click.UsageError(f"set {self.key_variable} to a key of the service")
         try:
             response = requests.request(
                 method, f"{self.url}{path}", json=body, headers={"X-API-Key": self.key}, timeout=(3, 60)
@@ -153,6 +155,38 @@ def history(admin: Admin, limit: int) -> None:
     answer = admin.call("GET", "/admin/rollout/history")
     answer["history"] = answer["history"][:limit]
     _show(admin, answer, lambda found: _history_table(found["history"]))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--url", envvar="TOXISERVE_URL", default=DEFAULT_URL, show_default=True, help="The service (or its LB).")
+@click.option("--json", "as_json", is_flag=True, help="Print every item's result as JSON.")
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=500, show_default=True, help="Labels per call.")
+def feedback(path: str, url: str, as_json: bool, batch_size: int) -> None:
+    """Send the labels in PATH, a CSV with a header and the columns request_id,label (toxic or clean).
+
+    Exit 0 when every label was accepted; 1 when any was refused (each refusal is listed on stderr).
+    """
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"request_id", "label"} <= set(reader.fieldnames):
+            raise click.UsageError(f"{path} needs a header with the columns request_id and label")
+        items = [{"request_id": row["request_id"], "label": row["label"]} for row in reader]
+    client = Admin(url, as_json, "TOXISERVE_API_KEY")
+    results = []
+    for start in range(0, len(items), batch_size):
+        results += client.call("POST", "/v1/feedback", {"items": items[start : start + batch_size]})["results"]
+    refused = [result for result in results if result["status"] != "accepted"]
+    if as_json:
+        click.echo(json.dumps({"accepted": len(results) - len(refused), "results": results}, indent=2))
+    else:
+        click.echo(f"{len(results) - len(refused)} of {len(items)} labels accepted")
+    for result in refused:
+        click.echo(f"{result['request_id']}: {result['error_code']}: {result['message']}", err=True)
+    if refused:
+        raise SystemExit(1)
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from .request_context import REQUEST_ID_PATTERN
+
 LABELS = ("toxic", "clean")
 
 
@@ -183,3 +185,27 @@ class RolloutHistoryEntrySchema(Schema):
 
 class RolloutHistorySchema(Schema):
     history = fields.List(fields.Nested(RolloutHistoryEntrySchema), required=True)
+
+
+# --- feedback and quality ---
+class FeedbackItemSchema(Schema):
+    request_id = fields.String(required=True, validate=validate.Regexp(REQUEST_ID_PATTERN))
+    label = fields.String(required=True, validate=validate.OneOf(("toxic", "clean")))
+
+
+class FeedbackBatchSchema(Schema):
+    items = fields.List(fields.Nested(FeedbackItemSchema), required=True, validate=validate.Length(min=1))
+
+
+class FeedbackResultSchema(Schema):
+    request_id = fields.String(required=True)
+    status = fields.String(required=True)
+    model_version = fields.String()
+    predicted = fields.String()
+    error_code = fields.String()
+    message = fields.String()
+
+
+class FeedbackBatchResultSchema(Schema):
+    accepted = fields.Integer(required=True)
+    results = fields.List(fields.Nested(FeedbackResultSchema), required=True)

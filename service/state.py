@@ -13,6 +13,7 @@ from .auth import ApiKeys
 from .backpressure import InFlightLimiter
 from .config import ConfigError, ServiceSettings
 from .dataplane import DataPlane
+from .feedback import Feedback
 from .idempotency import Idempotency
 from .inference import InferenceService
 from .ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
@@ -69,6 +70,7 @@ class ServiceState:
         self.shadow = ShadowScorer(
             lambda: self.inference.models, settings.shadow_queue, lambda: not self.in_flight.quiet_for(QUIET_SECONDS)
         )
+        self.feedback = Feedback(self.store, policy, settings.idempotency_ttl, lambda: self.rollout.current.revision)
         self.idempotency = Idempotency(
             self.store.idempotency,
             policy,

@@ -51,6 +51,23 @@ class IdempotencyBackend(Protocol):
     def ping(self) -> bool:
         """True, or the store's error if it cannot serve a read."""
 
+    def answer(self, key: str) -> str | None:
+        """The stored answer (JSON text) for `key`, or None if unknown, expired or still pending."""
+
+
+class FeedbackBackend(Protocol):
+    """Labels fed back for answered requests, and their counts per (version, revision, predicted, actual)."""
+
+    def record(self, key: str, entry: dict, ttl: float, version: str, cell: str) -> bool:
+        """Store the label for `key` and count it in `version`'s `cell` ("<revision>|<predicted>|<actual>"),
+        atomically, unless `key` already has one (False)."""
+
+    def counts(self, version: str) -> dict[str, int]:
+        """cell -> count, for one version."""
+
+
+FEEDBACK_PREFIX = "feedback"
+
 
 class RolloutBackend(Protocol):
     """The rollout state (one JSON object with its revision) and its history, shared by every process."""
@@ -72,6 +89,7 @@ class Store:
     limits: Storage  # a `limits` storage: the rate-limit algorithms run against it
     idempotency: IdempotencyBackend
     rollout: RolloutBackend
+    feedback: FeedbackBackend
     errors: tuple[type[BaseException], ...]  # what a backend raises when it is unreachable
     backend: str = "sqlite"
     is_corruption: Callable[[BaseException], bool] = lambda exc: False  # a broken store, not an absent one

@@ -9,7 +9,7 @@ import redis
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
-from .base import IDEMPOTENCY_PREFIX, Claim, Store
+from .base import FEEDBACK_PREFIX, IDEMPOTENCY_PREFIX, Claim, Store
 
 # Take the id if free and file it under its owner (a process), or return what holds it: one round
 # trip either way. The owner's set lets the gunicorn master free a dead worker's claims at once.
@@ -114,6 +114,35 @@ class RedisIdempotency:
     def ping(self) -> bool:
         return bool(self.client.ping())
 
+    def answer(self, key: str) -> str | None:
+        found = self.client.get(self.prefix + key)
+        return json.loads(found).get("response") if found else None
+
+
+# The label, once per request (SET NX with the answer's lifetime), and its count, in one round trip.
+_FEEDBACK_RECORD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+  return 1
+end
+return 0
+"""
+
+
+class RedisFeedback:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.prefix = f"{namespace}:{FEEDBACK_PREFIX}:"
+        self.counts_prefix = f"{namespace}:{FEEDBACK_PREFIX}-counts:"
+        self._record = client.register_script(_FEEDBACK_RECORD)
+
+    def record(self, key: str, entry: dict, ttl: float, version: str, cell: str) -> bool:
+        keys = [self.prefix + key, self.counts_prefix + version]
+        return bool(self._record(keys=keys, args=[json.dumps(entry), max(1, int(ttl * 1000)), cell]))
+
+    def counts(self, version: str) -> dict[str, int]:
+        return {cell.decode(): int(n) for cell, n in self.client.hgetall(self.counts_prefix + version).items()}
+
 
 # Compare-and-set of the rollout state and its history entry, in one round trip.
 _ROLLOUT_WRITE = """
@@ -155,6 +184,7 @@ def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
         limits=limits_storage,
         idempotency=RedisIdempotency(client, namespace),
         rollout=RedisRollout(client, namespace),
+        feedback=RedisFeedback(client, namespace),
         errors=(redis.RedisError, StorageError),
         backend="redis",
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from limits.errors import StorageError
 from limits.storage import Storage
 
-from .base import IDEMPOTENCY_PREFIX, Claim, Store
+from .base import FEEDBACK_PREFIX, IDEMPOTENCY_PREFIX, Claim, Store
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,11 @@ CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, response TEXT, expires_at REAL NOT NULL, owner TEXT
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
+CREATE TABLE IF NOT EXISTS feedback (key TEXT PRIMARY KEY, entry TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback_counts (
+    namespace TEXT NOT NULL, version TEXT NOT NULL, cell TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (namespace, version, cell)
+);
 CREATE TABLE IF NOT EXISTS rollout (namespace TEXT PRIMARY KEY, revision INTEGER NOT NULL, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rollout_history (
     namespace TEXT NOT NULL, revision INTEGER NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (namespace, revision)
@@ -135,6 +140,7 @@ class SQLiteDatabase:
             conn = self.connect()
             conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
             conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM feedback WHERE expires_at <= ?", (now,))
 
 
 class SQLiteLimitsStorage(Storage):
@@ -258,6 +264,51 @@ class SQLiteIdempotency:
         self.db.connect().execute("SELECT count(*) FROM counters WHERE key = ''").fetchone()
         return True
 
+    def answer(self, key: str) -> str | None:
+        row = (
+            self.db.connect()
+            .execute(
+                "SELECT response FROM idempotency WHERE key = ? AND expires_at > ? AND response IS NOT NULL",
+                (self.prefix + key, time.time()),
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
+
+class SQLiteFeedback:
+    def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
+        self.db, self.namespace = database, namespace
+        self.prefix = f"{namespace}:{FEEDBACK_PREFIX}:"
+
+    def record(self, key: str, entry: dict, ttl: float, version: str, cell: str) -> bool:
+        now = time.time()
+        with self.db.writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                taken = conn.execute(
+                    "INSERT INTO feedback (key, entry, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO UPDATE "
+                    "SET entry = ?2, expires_at = ?3 WHERE feedback.expires_at <= ?4 RETURNING key",
+                    (self.prefix + key, json.dumps(entry), now + ttl, now),
+                ).fetchone()
+                if taken:
+                    conn.execute(
+                        "INSERT INTO feedback_counts (namespace, version, cell, n) VALUES (?, ?, ?, 1) "
+                        "ON CONFLICT (namespace, version, cell) DO UPDATE SET n = n + 1",
+                        (self.namespace, version, cell),
+                    )
+                conn.execute("COMMIT")
+                return bool(taken)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def counts(self, version: str) -> dict[str, int]:
+        rows = self.db.connect().execute(
+            "SELECT cell, n FROM feedback_counts WHERE namespace = ? AND version = ?", (self.namespace, version)
+        )
+        return dict(rows.fetchall())
+
 
 class SQLiteRollout:
     def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
@@ -306,6 +357,7 @@ def open_sqlite_store(url: str, namespace: str, on_reopen=lambda: None) -> Store
         limits=SQLiteLimitsStorage(database),
         idempotency=SQLiteIdempotency(database, namespace),
         rollout=SQLiteRollout(database, namespace),
+        feedback=SQLiteFeedback(database, namespace),
         errors=(sqlite3.Error, StorageError),
         backend="sqlite",
         is_corruption=is_corruption,
