@@ -17,7 +17,6 @@ from shared_features.errors import ToxiserveError, UnprocessableError
 
 from . import metrics
 from .quality import INTERVALS, LABELS, report
-from .store import StoreUnavailableError
 
 
 class UnknownRequestError(ToxiserveError):
@@ -38,12 +37,8 @@ class Feedback:
         self.revision = revision  # () -> the rollout revision now: the "current step" labels count in
 
     def _strict(self, operation: str, function, *args):
-        """Through the store policy, but a failed store is 503 even when failing open: a label must not
-        be reported as unknown, or accepted, on a guess."""
-        found = self.policy.call(operation, lambda *a: (function(*a),), *args)
-        if found is None:
-            raise StoreUnavailableError("the shared store is unavailable: feedback cannot be recorded now")
-        return found[0]
+        """A failed store is 503 even when failing open: a label is never reported unknown, or accepted, on a guess."""
+        return self.policy.call(operation, function, *args, strict=True)
 
     def give(self, key_id: str, request_id: str, label: str) -> dict:
         key = f"{key_id}:{request_id}"

@@ -207,7 +207,7 @@ def serve() -> int:
     server.start()
     log.info("gRPC listening", extra={"port": bound, "threads": threads})
     service.load_models()
-    service.rollout.follow()
+    service.rollout.ensure_following()
     set_health(health_servicer, True)
 
     stopped = threading.Event()

@@ -179,10 +179,6 @@ class InferenceService:
         scores = self._score(model, normalised, texts, deadline)
         return [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
 
-    def warm_up(self) -> None:
-        for model in self.models.values():
-            self.warm(model)
-
     def warm(self, model: LoadedModel) -> None:
         """One prediction, so the first real request pays no lazy initialisation; and a first
         estimate of the model's cost per character, before traffic refines it."""

@@ -27,7 +27,7 @@ def worker_started(app: Flask) -> None:
         service.readiness.publish()
         metrics.initialise_series()
         metrics.set_rollout(service.rollout.current)
-        service.rollout.follow()  # an idle worker follows too, and loads new versions before traffic comes
+        service.rollout.ensure_following()  # an idle worker follows too, and loads new versions before traffic comes
 
 
 def release_claims_of(app: Flask, pid: int) -> None:

@@ -73,16 +73,19 @@ class StoreFailurePolicy:
         self.is_corruption = is_corruption
         self._last_warning = 0.0
 
-    def call(self, operation: str, function: Callable[..., T], *args) -> T | None:
-        """`function(*args)` through the breaker; None where the store failed and the mode is open."""
+    def call(self, operation: str, function: Callable[..., T], *args, strict: bool = False) -> T | None:
+        """`function(*args)` through the breaker; None where the store failed and the mode is open.
+
+        `strict`: StoreUnavailableError whatever the mode, for what must not be guessed (a rollout
+        change, a label, an admin read): failing open only ever skips checks, never invents state."""
         if not self.breaker.allow():
-            self.failed(operation, CircuitOpenError())
+            self.failed(operation, CircuitOpenError(), strict)
             return None
         try:
             result = function(*args)
         except self.errors as exc:
             self.breaker.failed()
-            self.failed(operation, exc)
+            self.failed(operation, exc, strict)
             return None
         except BaseException:
             self.breaker.succeeded()  # the store answered; the caller's own error (a 429, say) goes on
@@ -90,7 +93,7 @@ class StoreFailurePolicy:
         self.breaker.succeeded()
         return result
 
-    def failed(self, operation: str, exc: BaseException) -> None:
+    def failed(self, operation: str, exc: BaseException, strict: bool = False) -> None:
         self.on_error(operation)
         if self.is_corruption(exc):
             log.error("store is corrupt (%s during %s); failing %s", exc, operation, self.mode)
@@ -99,7 +102,7 @@ class StoreFailurePolicy:
             if now - self._last_warning > 10:  # a dead store must not flood the log
                 self._last_warning = now
                 log.warning("store unreachable during %s (%s); failing %s", operation, type(exc).__name__, self.mode)
-        if self.mode == "closed":
+        if self.mode == "closed" or strict:
             raise StoreUnavailableError("shared state store unavailable; retry later") from None
 
 

@@ -4,11 +4,11 @@ The state `{stable, canary, canary_percent, shadow, shadow_percent, revision, up
 updated_by, reason}` lives in the shared store (SQLite on one host, Redis across hosts), with a
 history of every change. The TOXISERVE_* variables seed it on the very first start only.
 
-Each serving process follows it (`maybe_refresh`): a follower thread every
-`TOXISERVE_ROLLOUT_POLL_SECONDS`, so an idle worker is ready when traffic comes, and the routing path
-itself when a poll is due. A new revision is adopted only once every version it names is loaded,
-verified and warmed (in a background thread when it needs a load: off the request path). Routing
-reads one attribute (`current`): a request is routed under exactly one revision.
+Each serving process follows it with one thread that reads the state every
+`TOXISERVE_ROLLOUT_POLL_SECONDS` (`refresh`); a new revision is adopted only once every version it
+names is loaded, verified and warmed, by that thread, off the request path. Routing reads one
+attribute (`current`), never the store: a request is routed under exactly one revision, and a hung
+store never delays one.
 
 Writes are compare-and-set on the revision; the admin API validates a change (and loads the
 versions it names, in the process that takes the call) before writing it.
@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from shared_features.errors import ToxiserveError
 
 from . import metrics
-from .store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def _follow(ref: weakref.ref, interval: float) -> None:
         rollout = ref()
         if rollout is None:
             return
-        rollout.maybe_refresh()
+        rollout.refresh()
         del rollout  # no strong reference while asleep
 
 
@@ -149,27 +148,24 @@ class Rollout:
         self.current = initial
         self.poll_seconds = poll_seconds
         self.max_versions = max_versions
-        self.is_ready = lambda state: False  # every version `state` names is loaded here (set by the owner)
-        self._lock = threading.Lock()  # one adoption at a time (a poll, a background load, an admin call)
-        self._poll_lock = threading.Lock()
-        self._next_poll = 0.0
-        self._adopting: int | None = None
+        self._lock = threading.Lock()  # one adoption at a time (the follower, an admin call)
         self._follower_pid: int | None = None
         self._failed_revision: int | None = None
         self.on_adopt: list[Callable[[RolloutState], None]] = []
 
     # --- the shared state ---
     def seed_or_read(self) -> RolloutState:
-        """The stored state; on the very first start, the seed is written first."""
-        stored = self.call_store("rollout_read", self.backend.read)
+        """The stored state (StoreUnavailableError if the store fails); on the very first start, the
+        seed is written first."""
+        stored = self.call_store("rollout_read", self.backend.read, strict=True)
         if stored is None:
             seeded = self.current
             entry = {"revision": seeded.revision, "at": seeded.updated_at, "by": seeded.updated_by}
             entry.update(change={name: getattr(seeded, name) for name in CHANGEABLE}, reason=seeded.reason)
-            if self.call_store("rollout_write", self.backend.write, 0, seeded.as_dict(), entry):
+            if self.call_store("rollout_write", self.backend.write, 0, seeded.as_dict(), entry, strict=True):
                 return seeded
-            stored = self.call_store("rollout_read", self.backend.read)  # another process seeded first
-        return RolloutState.from_dict(stored) if stored else self.current
+            stored = self.call_store("rollout_read", self.backend.read, strict=True)  # another process seeded first
+        return RolloutState.from_dict(stored)
 
     def at_start(self) -> RolloutState:
         """The state to load at start; with the store down, the seed (followed by the real state once
@@ -191,60 +187,39 @@ class Rollout:
             callback(state)
         log.info("rollout revision adopted", extra={"revision": state.revision, "versions": state.named})
 
-    def maybe_refresh(self) -> None:
-        """On the routing path: at most once per poll interval, one request reads the stored state.
-
-        A new revision whose versions are all loaded is adopted at once (swapping a dict); one that
-        names a version not loaded here is adopted by a background thread once that version is
-        loaded and warmed, and requests go on under the current revision meanwhile. A worker that
-        served nothing for a while reads the state on its very next request, so no request is routed
-        under a revision older than the poll interval. Costs the request path one clock read, and
-        one store read per interval per process.
-        """
-        if self._follower_pid != os.getpid():
-            self.follow()
-        now = time.monotonic()
-        if now < self._next_poll or not self._poll_lock.acquire(blocking=False):
-            return
+    def refresh(self) -> None:
+        """The follower thread, every poll interval: read the stored state and adopt a new revision,
+        loading and warming any version it names here first (this thread is off the request path;
+        requests go on under the current revision meanwhile)."""
         try:
-            self._next_poll = now + self.poll_seconds
             stored = self.call_store("rollout_read", self.backend.read)
-            if not stored or stored["revision"] == self.current.revision:
-                return
-            state = RolloutState.from_dict(stored)
-            if self.is_ready(state):
-                self.adopt(state)
-            elif self._adopting != state.revision:
-                self._adopting = state.revision
-                threading.Thread(target=self._adopt_in_background, args=(state,), daemon=True).start()
         except ToxiserveError as exc:  # the store is down (failing closed): route under what we have
             log.warning("rollout state unreadable; routing under revision %s (%s)", self.current.revision, exc)
-        finally:
-            self._poll_lock.release()
+            return
+        if not stored or stored["revision"] == self.current.revision:
+            return
+        try:
+            self.adopt(RolloutState.from_dict(stored))
+        except Exception as exc:  # a version that won't load here: keep serving, retry at the next poll
+            metrics.ROLLOUT_ADOPT_FAILURES.inc()
+            if self._failed_revision != stored["revision"]:  # once per revision: retries are counted, not logged
+                self._failed_revision = stored["revision"]
+                log.error("cannot adopt rollout revision %s: %s; retrying every poll", stored["revision"], exc)
 
-    def follow(self) -> None:
-        """Start this process's follower thread. Serving processes only: a thread in the gunicorn
-        master could hold a lock at fork. It ends when this Rollout is garbage (apps in tests)."""
+    def ensure_following(self) -> None:
+        """Start this process's follower thread once (threads don't survive a fork). Called after
+        fork and on routing; never in the gunicorn master, where a thread could hold a lock at fork.
+        It ends when this Rollout is garbage (apps in tests)."""
+        if self._follower_pid == os.getpid():
+            return
         self._follower_pid = os.getpid()
         threading.Thread(
             target=_follow, args=(weakref.ref(self), self.poll_seconds), name="toxiserve-rollout", daemon=True
         ).start()
 
-    def _adopt_in_background(self, state: RolloutState) -> None:
-        try:
-            self.adopt(state)
-        except Exception as exc:  # a version that won't load here: keep serving, retry at the next poll
-            metrics.ROLLOUT_ADOPT_FAILURES.inc()
-            if self._failed_revision != state.revision:  # once per revision: the retries are counted, not logged
-                self._failed_revision = state.revision
-                log.error("cannot adopt rollout revision %s: %s; retrying every poll", state.revision, exc)
-        finally:
-            self._adopting = None
-
     # --- the admin API's writes ---
     def update(self, change: dict, expected_revision: int | None, by: str, reason: str) -> RolloutState:
-        stored = self.call_store("rollout_read", self.backend.read)
-        current = RolloutState.from_dict(stored) if stored else self.current
+        current = self.seed_or_read()
         if expected_revision is not None and expected_revision != current.revision:
             raise RevisionConflictError(
                 f"the rollout is at revision {current.revision}, not {expected_revision}; read it and try again",
@@ -263,10 +238,10 @@ class Rollout:
                 f"cannot serve the rollout: {exc.message}", details={"versions": proposed.named}
             ) from None
         entry = {"revision": proposed.revision, "at": proposed.updated_at, "by": by, "change": change, "reason": reason}
-        written = self.call_store("rollout_write", self.backend.write, current.revision, proposed.as_dict(), entry)
-        if written is None:  # the store failed and the policy let it pass: a change must not pass unrecorded
-            raise StoreUnavailableError("the shared store is unavailable: the rollout cannot change now")
-        if not written:
+        # strict: with the store down a change is a 503 even when the policy fails open; it never passes unrecorded
+        if not self.call_store(
+            "rollout_write", self.backend.write, current.revision, proposed.as_dict(), entry, strict=True
+        ):
             self.prepare(self.current)  # put this process's loaded versions back
             raise RevisionConflictError(
                 "the rollout changed while this change was being checked; read it and try again"
@@ -275,7 +250,4 @@ class Rollout:
         return proposed
 
     def history(self, limit: int = HISTORY_LIMIT) -> list[dict]:
-        found = self.call_store("rollout_history", self.backend.history, limit)
-        if found is None:  # the store failed and the policy let it pass: there is no history to show
-            raise StoreUnavailableError("the shared store is unavailable: the rollout history cannot be read now")
-        return found
+        return self.call_store("rollout_history", self.backend.history, limit, strict=True)

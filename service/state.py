@@ -66,7 +66,6 @@ class ServiceState:
             settings.max_loaded_versions,
         )
         self.rollout.on_adopt.append(metrics.set_rollout)
-        self.rollout.is_ready = lambda state: all(version in self.inference.models for version in state.named)
         self.shadow = ShadowScorer(
             lambda: self.inference.models, settings.shadow_queue, lambda: not self.in_flight.quiet_for(QUIET_SECONDS)
         )
@@ -158,7 +157,7 @@ class ServiceState:
         in `canary_routed_total` is the split they make. One read of the current state: a request
         is routed under exactly one revision.
         """
-        self.rollout.maybe_refresh()
+        self.rollout.ensure_following()
         state = self.rollout.current
         version, arm = state.arm(request_id)
         metrics.child(metrics.CANARY_ROUTED, arm).inc()

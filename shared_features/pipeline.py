@@ -14,7 +14,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from .presets import DEFAULT_PRESET, PRESETS, resolve_params  # noqa: F401 - re-exported
 from .text import normalize_texts
 from .tokenizers import ANALYZER_NAMES, TOKENIZERS, make_tokenizer
 

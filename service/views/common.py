@@ -34,11 +34,16 @@ def read_body() -> bytes:
     return request.get_data(cache=False)
 
 
-def load_body(schema: Schema) -> dict:
-    """JSON object -> validated dict: 415 if not JSON, 400 INVALID_JSON if unparseable, INVALID_PAYLOAD if misshapen."""
+def read_json():
+    """The JSON body, read once: 415 if not JSON, 400 INVALID_JSON if unparseable (413 past the cap)."""
     if not request.is_json:
         raise UnsupportedMediaTypeError("Content-Type must be application/json")
-    return schema.load(parse_json(read_body()))
+    return parse_json(read_body())
+
+
+def load_body(schema: Schema) -> dict:
+    """JSON object -> validated dict: read_json's errors, or INVALID_PAYLOAD if misshapen."""
+    return schema.load(read_json())
 
 
 def parse_json(raw: bytes):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import g, jsonify, request
+from flask import g, jsonify
 
 from shared_features.errors import ToxiserveError, UnprocessableError
 
 from ..errors import NotFoundError
 from ..schemas import FeedbackBatchSchema, FeedbackItemSchema
-from .common import load_body, state
+from .common import read_json, state
 
 _item, _batch = FeedbackItemSchema(), FeedbackBatchSchema()
 
@@ -16,8 +16,9 @@ _item, _batch = FeedbackItemSchema(), FeedbackBatchSchema()
 def give_feedback():
     """One label (202 or its error), or a batch of up to TOXISERVE_MAX_BATCH_SIZE (202, a result per item)."""
     service = state()
-    if request.is_json and isinstance(request.get_json(silent=True), dict) and "items" in request.get_json():
-        items = load_body(_batch)["items"]
+    body = read_json()  # once, with the body cap and the nesting guard, whichever form it is
+    if isinstance(body, dict) and "items" in body:
+        items = _batch.load(body)["items"]
         limit = service.settings.max_batch_size
         if len(items) > limit:
             raise UnprocessableError(
@@ -40,8 +41,8 @@ def give_feedback():
                 )
         accepted = sum(result["status"] == "accepted" for result in results)
         return jsonify(accepted=accepted, results=results), 202
-    body = load_body(_item)
-    return jsonify(service.feedback.give(g.call.key_id, body["request_id"], body["label"])), 202
+    item = _item.load(body)
+    return jsonify(service.feedback.give(g.call.key_id, item["request_id"], item["label"])), 202
 
 
 def model_quality(version: str):

@@ -135,3 +135,10 @@ def test_the_feedback_cli_against_a_real_server(tmp_path):
             [str(BIN / "toxiserve"), "feedback", str(bad)], capture_output=True, text=True, env=cli_env
         )
         assert usage.returncode == 2
+
+
+def test_a_hostile_body_is_a_clear_400_in_either_form(client):
+    deep = "[" * 100_000 + "]" * 100_000
+    for body in (deep, '{"items": ' + deep + "}"):
+        answer = client.post("/v1/feedback", data=body, headers={**AUTH, "Content-Type": "application/json"})
+        assert answer.status_code == 400 and answer.json["error_code"] == "INVALID_JSON"
