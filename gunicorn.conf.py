@@ -145,6 +145,14 @@ def on_exit(server):
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def worker_exit(server, worker):
+    # A worker leaving gracefully (SIGTERM, max_requests): its last rollout evidence reaches the
+    # store, and a controller lease it holds is given up so another process takes over at once.
+    from service.lifecycle import worker_stopping
+
+    worker_stopping(getattr(worker, "wsgi", None))  # None if it never finished booting
+
+
 def post_worker_init(worker):
     # A forked worker's gauges start at 0 in its own file: publish its readiness.
     from service.lifecycle import begin_draining, worker_started

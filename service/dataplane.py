@@ -18,6 +18,7 @@ version, sizes, replayed, refusal) live in one `Call`, which the log line and th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from shared_features.errors import ToxiserveError
@@ -103,11 +104,19 @@ class DataPlane:
 
             def compute() -> dict:
                 chosen = self._route(call, version)
-                if single:
-                    predictions = [service.inference.predict(texts[0], chosen, deadline)]
-                else:
-                    predictions = service.inference.predict_batch(texts, chosen, deadline)
+                try:
+                    if single:
+                        predictions = [service.inference.predict(texts[0], chosen, deadline)]
+                    else:
+                        predictions = service.inference.predict_batch(texts, chosen, deadline)
+                except Exception as exc:
+                    if version is None and (not isinstance(exc, ToxiserveError) or exc.status >= 500):
+                        service.evidence.failed(call.rollout_revision, call.arm)  # the arm's fault, not the client's
+                    raise
                 if version is None:
+                    # Evidence for the rollout controller: this arm's latency so far and its scores.
+                    seconds = time.perf_counter() - call.started
+                    service.evidence.answered(call.rollout_revision, call.arm, seconds, [p.score for p in predictions])
                     self._shadow(call, chosen, texts, predictions)
                 return shape(predictions, chosen, call.request_id)
 
@@ -134,7 +143,9 @@ class DataPlane:
         state = self.service.rollout.current
         if state.shadow and state.shadow != chosen and state.shadows(call.request_id):
             threshold = self.service.inference.model(chosen).threshold
-            self.service.shadow.submit(state.shadow, chosen, texts, [p.score for p in predictions], threshold)
+            self.service.shadow.submit(
+                state.shadow, chosen, texts, [p.score for p in predictions], threshold, call.rollout_revision
+            )
 
     def _enter(self, call: Call) -> None:
         """Shed load: a request that queued too long for a thread, or finds no in-flight slot."""

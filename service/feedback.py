@@ -76,6 +76,16 @@ class Feedback:
         metrics.child(metrics.FEEDBACK, version, predicted, label).inc()
         return {"request_id": request_id, "status": "accepted", "model_version": version, "predicted": predicted}
 
+    def matrix(self, version: str, first: int, last: int) -> dict[str, dict[str, int]]:
+        """matrix[predicted][actual]: the labels received under rollout revisions first..last."""
+        counts = self._strict("feedback", self.store.feedback.counts, version)
+        cells = {p: dict.fromkeys(LABELS, 0) for p in LABELS}
+        for cell, n in counts.items():
+            revision, predicted, actual = cell.split("|")
+            if first <= int(revision) <= last and predicted in cells and actual in LABELS:
+                cells[predicted][actual] += n
+        return cells
+
     def quality(self, version: str, revision: int) -> dict:
         """All time, and the labels received under `revision` (the rollout's current step)."""
         counts = self._strict("feedback", self.store.feedback.counts, version)

@@ -207,7 +207,7 @@ def serve() -> int:
     server.start()
     log.info("gRPC listening", extra={"port": bound, "threads": threads})
     service.load_models()
-    service.rollout.ensure_following()
+    service.start_background()
     set_health(health_servicer, True)
 
     stopped = threading.Event()
@@ -224,6 +224,7 @@ def serve() -> int:
     signal.signal(signal.SIGINT, on_term)
     while not stopped.wait(0.5):
         pass
+    service.stop_background()
     log.info("gRPC stopped")
     return 0
 

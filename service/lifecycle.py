@@ -27,7 +27,14 @@ def worker_started(app: Flask) -> None:
         service.readiness.publish()
         metrics.initialise_series()
         metrics.set_rollout(service.rollout.current)
-        service.rollout.ensure_following()  # an idle worker follows too, and loads new versions before traffic comes
+        service.start_background()  # an idle worker follows too, and loads new versions before traffic comes
+
+
+def worker_stopping(app: Flask | None) -> None:
+    """A worker exiting (gracefully): its last evidence to the store, the controller lease given up."""
+    service = app.extensions.get("toxiserve") if app is not None else None
+    if service is not None:
+        service.stop_background()
 
 
 def release_claims_of(app: Flask, pid: int) -> None:

@@ -106,6 +106,9 @@ SHADOW_SCORE_DIFFERENCE = Histogram(
 )
 SHADOW_DROPPED = Counter("shadow_dropped", "Shadow scorings not done", ["reason"])
 FEEDBACK = Counter("feedback", "Labels fed back, per answer", ["model_version", "predicted", "actual"])
+ROLLOUT_PLAN_DECISIONS = Counter(
+    "rollout_plan_decisions", "Decisions of the rollout controller on a running plan", ["decision"]
+)
 ROLLOUT_ADOPT_FAILURES = Counter(
     "rollout_adopt_failures", "Rollout revisions this process could not adopt (a version that would not load here)"
 )
@@ -142,6 +145,8 @@ def initialise_series() -> None:
         child(REQUESTS_REFUSED, code)
     for reason in ("deadline", "client_gone"):
         child(ABANDONED_WORK, reason)
+    for decision in ("advance", "hold", "rollback", "promote"):
+        child(ROLLOUT_PLAN_DECISIONS, decision)
     STORE_CIRCUIT_OPEN.set(0)
 
 

@@ -18,6 +18,7 @@ from shared_features.errors import UnprocessableError
 
 from . import errors, schemas
 from .feedback import FeedbackConflictError, UnknownRequestError
+from .plan import PlanRunningError
 from .request_context import REQUEST_ID_PATTERN
 from .rollout import InvalidRolloutError, RevisionConflictError
 from .store import StoreUnavailableError
@@ -198,6 +199,29 @@ def _admin_paths(spec) -> None:
             operations={"post": operation(summary, "RolloutState", ADMIN_WRITE, "RolloutAction")},
         )
     spec.path(
+        "/admin/rollout/plan",
+        operations={
+            "get": operation(
+                "The rollout plan: status, current step, each guardrail's value against its bound",
+                "RolloutPlan",
+                (*ADMIN_READ, errors.NotFoundError),
+            ),
+            "put": operation(
+                "Start an automatic rollout plan (409 PLAN_RUNNING while one runs)",
+                "RolloutPlan",
+                (*ADMIN_WRITE, PlanRunningError),
+                "RolloutPlanRequest",
+                required=True,
+            ),
+            "delete": operation(
+                "Abort the running plan and roll back (canary share 0 %)",
+                "RolloutPlan",
+                (*ADMIN_WRITE, errors.NotFoundError),
+                "RolloutAction",
+            ),
+        },
+    )
+    spec.path(
         "/admin/rollout/history",
         operations={"get": operation("Every change, newest first", "RolloutHistory", ADMIN_READ)},
     )
@@ -301,6 +325,8 @@ def _build(limits: tuple[int, int, int]) -> dict:
         "RolloutChange",
         "RolloutAction",
         "RolloutHistory",
+        "RolloutPlanRequest",
+        "RolloutPlan",
         "FeedbackItem",
         "FeedbackBatch",
         "FeedbackResult",

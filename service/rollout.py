@@ -68,13 +68,21 @@ class RolloutState:
     updated_at: str
     updated_by: str
     reason: str
+    plan: dict | None = None  # the automatic rollout plan, if one was ever started (plan.py)
 
     @classmethod
     def from_dict(cls, data: dict) -> RolloutState:
         return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
 
     def as_dict(self) -> dict:
+        """Everything, as stored."""
         return asdict(self)
+
+    def public(self) -> dict:
+        """The state as the admin API shows it (the plan has its own endpoint)."""
+        shown = asdict(self)
+        del shown["plan"]
+        return shown
 
     @property
     def named(self) -> list[str]:
@@ -127,6 +135,11 @@ def _follow(ref: weakref.ref, interval: float) -> None:
         if rollout is None:
             return
         rollout.refresh()
+        for callback in rollout.on_poll:
+            try:
+                callback()
+            except Exception:  # one failing callback must not stop the follower
+                log.exception("rollout poll callback failed")
         del rollout  # no strong reference while asleep
 
 
@@ -152,6 +165,7 @@ class Rollout:
         self._follower_pid: int | None = None
         self._failed_revision: int | None = None
         self.on_adopt: list[Callable[[RolloutState], None]] = []
+        self.on_poll: list[Callable[[], object]] = []  # run by the follower thread after each poll
 
     # --- the shared state ---
     def seed_or_read(self) -> RolloutState:
@@ -217,8 +231,18 @@ class Rollout:
             target=_follow, args=(weakref.ref(self), self.poll_seconds), name="toxiserve-rollout", daemon=True
         ).start()
 
-    # --- the admin API's writes ---
-    def update(self, change: dict, expected_revision: int | None, by: str, reason: str) -> RolloutState:
+    # --- the admin API's and the controller's writes ---
+    def update(
+        self,
+        change: dict,
+        expected_revision: int | None,
+        by: str,
+        reason: str,
+        plan: Callable[[RolloutState, RolloutState], dict | None] | None = None,
+        decision: dict | None = None,
+    ) -> RolloutState:
+        """Write `change` (compare-and-set). `plan(current, proposed)` gives the plan stored with it
+        (None: kept as it is); `decision` goes into the history entry beside the change."""
         current = self.seed_or_read()
         if expected_revision is not None and expected_revision != current.revision:
             raise RevisionConflictError(
@@ -226,6 +250,8 @@ class Rollout:
                 details={"revision": current.revision},
             )
         proposed = changed(current, change, by, reason)
+        if plan is not None:
+            proposed = replace(proposed, plan=plan(current, proposed))
         if len(proposed.named) > self.max_versions:
             raise InvalidRolloutError(
                 f"the rollout would name {len(proposed.named)} versions; TOXISERVE_MAX_LOADED_VERSIONS is "
@@ -238,6 +264,7 @@ class Rollout:
                 f"cannot serve the rollout: {exc.message}", details={"versions": proposed.named}
             ) from None
         entry = {"revision": proposed.revision, "at": proposed.updated_at, "by": by, "change": change, "reason": reason}
+        entry.update(decision or {})
         # strict: with the store down a change is a 503 even when the policy fails open; it never passes unrecorded
         if not self.call_store(
             "rollout_write", self.backend.write, current.revision, proposed.as_dict(), entry, strict=True
@@ -248,6 +275,10 @@ class Rollout:
             )
         self.adopt(proposed)
         return proposed
+
+    def record(self, entry: dict) -> None:
+        """A history entry that changes nothing (a controller's hold)."""
+        self.call_store("rollout_write", self.backend.append, entry, strict=True)
 
     def history(self, limit: int = HISTORY_LIMIT) -> list[dict]:
         return self.call_store("rollout_history", self.backend.history, limit, strict=True)

@@ -181,10 +181,79 @@ class RolloutHistoryEntrySchema(Schema):
     by = fields.String(required=True)
     change = fields.Dict(required=True)
     reason = fields.String(required=True)
+    decision = fields.String(
+        validate=validate.OneOf(("start", "abort", "advance", "hold", "rollback", "promote")),
+        metadata={"description": "a plan's entries: what was decided (holds change nothing)"},
+    )
+    plan = fields.String(metadata={"description": "the plan's id"})
+    evidence = fields.Dict(metadata={"description": "the controller's evidence: each guardrail against its bound"})
+    controller = fields.String(metadata={"description": "host:pid of the process that decided"})
 
 
 class RolloutHistorySchema(Schema):
     history = fields.List(fields.Nested(RolloutHistoryEntrySchema), required=True)
+
+
+class RolloutGuardrailsSchema(Schema):
+    """Bounds of the guardrails; null turns one off. Defaults in the README (Automatic rollouts)."""
+
+    max_error_rate_delta = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+    max_latency_ratio = fields.Float(allow_none=True, validate=validate.Range(min=1, max=1000))
+    max_score_psi = fields.Float(allow_none=True, validate=validate.Range(min=0, max=100))
+    min_feedback = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=10_000_000))
+    max_f1_drop = fields.Float(validate=validate.Range(min=0, max=1))
+    min_shadow_agreement = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+
+
+class RolloutPlanRequestSchema(Schema):
+    """PUT /admin/rollout/plan: take `canary` through `steps` on evidence."""
+
+    canary = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    steps = fields.List(
+        fields.Float(validate=validate.Range(min=0, max=100, min_inclusive=False)),
+        validate=validate.Length(min=1, max=20),
+        metadata={"description": "canary shares, increasing; default [10, 25, 50, 100]"},
+    )
+    step_seconds = fields.Float(validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 60"})
+    min_requests = fields.Integer(
+        validate=validate.Range(min=1, max=10_000_000), metadata={"description": "default 100"}
+    )
+    interval_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600), metadata={"description": "default 10"})
+    max_hold_seconds = fields.Float(
+        validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 600"}
+    )
+    guardrails = fields.Nested(RolloutGuardrailsSchema)
+    reason = fields.String(validate=validate.Length(max=500))
+    expected_revision = fields.Integer(validate=validate.Range(min=1))
+
+
+class RolloutPlanSchema(Schema):
+    """A plan: running, promoted, rolled_back or aborted; its step; each guardrail against its bound."""
+
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(("running", "promoted", "rolled_back", "aborted")))
+    canary = fields.String(required=True)
+    stable = fields.String(required=True)
+    steps = fields.List(fields.Float(), required=True)
+    step = fields.Integer(required=True)
+    current_step = fields.Dict(required=True)
+    step_seconds = fields.Float(required=True)
+    min_requests = fields.Integer(required=True)
+    interval_seconds = fields.Float(required=True)
+    max_hold_seconds = fields.Float(required=True)
+    guardrails = fields.Dict(required=True, metadata={"description": "the bounds in force (null: off)"})
+    evaluation = fields.List(
+        fields.Dict(),
+        allow_none=True,
+        metadata={"description": "each guardrail now (or at the end): status, value, bound and its numbers"},
+    )
+    step_revisions = fields.List(fields.Integer())
+    started_at = fields.String()
+    started_by = fields.String()
+    finished_at = fields.String(allow_none=True)
+    outcome = fields.Dict(allow_none=True)
+    next_decision = fields.Dict()
+    controller = fields.Dict(allow_none=True)
 
 
 # --- feedback and quality ---

@@ -32,15 +32,24 @@ MAX_QUEUED_CHARS = 4_000_000  # ~16 MiB of queued text per worker, whatever the 
 
 
 class ShadowScorer:
-    def __init__(self, models: Callable[[], dict], max_queue: int, busy: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        models: Callable[[], dict],
+        max_queue: int,
+        busy: Callable[[], bool] = lambda: False,
+        on_compared: Callable[[int, int, int], None] = lambda revision, compared, agreed: None,
+    ) -> None:
         self.models = models  # () -> the loaded models now (the rollout swaps them)
         self.busy = busy  # () -> True while this worker has a request in flight
+        self.on_compared = on_compared  # (revision, compared, agreed): the rollout controller's evidence
         self.queue: queue.Queue = queue.Queue(max_queue)
         self._queued_chars = 0
         self._lock = threading.Lock()
         self._pid: int | None = None
 
-    def submit(self, shadow: str, primary: str, texts: list[str], scores: list[float], threshold: float) -> None:
+    def submit(
+        self, shadow: str, primary: str, texts: list[str], scores: list[float], threshold: float, revision: int
+    ) -> None:
         if self._pid != os.getpid():  # threads don't survive a fork: one per worker, started on first use
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="toxiserve-shadow", daemon=True).start()
@@ -50,7 +59,7 @@ class ShadowScorer:
                 metrics.child(metrics.SHADOW_DROPPED, "queue_full").inc()
                 return
             self._queued_chars += chars
-            self.queue.put_nowait((shadow, primary, texts, scores, threshold))
+            self.queue.put_nowait((shadow, primary, texts, scores, threshold, revision))
 
     def _run(self) -> None:
         try:  # Linux applies a nice value to one thread: the CPU goes to requests first
@@ -58,23 +67,29 @@ class ShadowScorer:
         except (AttributeError, OSError):
             pass
         while True:
-            shadow, primary, texts, scores, threshold = self.queue.get()
+            shadow, primary, texts, scores, threshold, revision = self.queue.get()
             with self._lock:
                 self._queued_chars -= sum(map(len, texts))
             try:
-                self._compare(shadow, primary, texts, scores, threshold)
+                agreed = self._compare(shadow, primary, texts, scores, threshold)
+                if agreed is not None:
+                    self.on_compared(revision, len(texts), agreed)
             except Exception:  # a shadow that fails must not stop the thread; the client never knew
                 metrics.child(metrics.SHADOW_DROPPED, "failed").inc()
                 log.exception("shadow scoring with %s failed", shadow)
 
-    def _compare(self, shadow: str, primary: str, texts: list[str], scores: list[float], threshold: float) -> None:
+    def _compare(
+        self, shadow: str, primary: str, texts: list[str], scores: list[float], threshold: float
+    ) -> int | None:
+        """Score `texts` with the shadow; how many labels agreed (None: not compared)."""
         model = self.models().get(shadow)
         if model is None:  # unloaded since the request was routed
             metrics.child(metrics.SHADOW_DROPPED, "not_loaded").inc()
-            return
+            return None
         agree = metrics.child(metrics.SHADOW_COMPARED, primary, shadow, "agree")
         disagree = metrics.child(metrics.SHADOW_COMPARED, primary, shadow, "disagree")
         difference = metrics.child(metrics.SHADOW_SCORE_DIFFERENCE, primary, shadow)
+        agreed = 0
         for text, primary_score in zip(texts, scores, strict=True):
             while self.busy():
                 time.sleep(0.001)  # requests first
@@ -82,7 +97,9 @@ class ShadowScorer:
             time.sleep(0)  # hand the GIL to a request that arrived meanwhile
             same = (primary_score >= threshold) == (shadow_score >= model.threshold)
             (agree if same else disagree).inc()
+            agreed += same
             difference.observe(abs(shadow_score - primary_score))
+        return agreed
 
 
 def summary() -> dict:

@@ -12,7 +12,9 @@ from . import metrics
 from .auth import ApiKeys
 from .backpressure import InFlightLimiter
 from .config import ConfigError, ServiceSettings
+from .controller import RolloutController
 from .dataplane import DataPlane
+from .evidence import EvidenceRecorder
 from .feedback import Feedback
 from .idempotency import Idempotency
 from .inference import InferenceService
@@ -66,10 +68,23 @@ class ServiceState:
             settings.max_loaded_versions,
         )
         self.rollout.on_adopt.append(metrics.set_rollout)
+        self.evidence = EvidenceRecorder(self.store.evidence, policy.call)
+        self.rollout.on_poll.append(self.evidence.flush)  # the follower thread adds this process's tallies
         self.shadow = ShadowScorer(
-            lambda: self.inference.models, settings.shadow_queue, lambda: not self.in_flight.quiet_for(QUIET_SECONDS)
+            lambda: self.inference.models,
+            settings.shadow_queue,
+            lambda: not self.in_flight.quiet_for(QUIET_SECONDS),
+            self.evidence.shadowed,
         )
         self.feedback = Feedback(self.store, policy, settings.idempotency_ttl, lambda: self.rollout.current.revision)
+        self.controller = RolloutController(
+            self.rollout,
+            self.evidence,
+            self.store.leases,
+            self.feedback.matrix,
+            policy.call,
+            settings.rollout_poll_seconds,
+        )
         self.idempotency = Idempotency(
             self.store.idempotency,
             policy,
@@ -157,11 +172,22 @@ class ServiceState:
         in `canary_routed_total` is the split they make. One read of the current state: a request
         is routed under exactly one revision.
         """
-        self.rollout.ensure_following()
+        self.start_background()
         state = self.rollout.current
         version, arm = state.arm(request_id)
         metrics.child(metrics.CANARY_ROUTED, arm).inc()
         return version, arm, state.revision
+
+    def start_background(self) -> None:
+        """This process's follower and controller threads, once per process (after fork, never in
+        the gunicorn master, where a thread could hold a lock at fork)."""
+        self.rollout.ensure_following()
+        self.controller.ensure_running()
+
+    def stop_background(self) -> None:
+        """A process stopping: its last tallies to the store, and the controller lease given up."""
+        self.evidence.flush()
+        self.controller.release()
 
     def store_health(self) -> dict:
         """For /readyz: can this process use the store now? One ping, through the circuit breaker."""

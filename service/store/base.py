@@ -82,6 +82,36 @@ class RolloutBackend(Protocol):
     def history(self, limit: int) -> list[dict]:
         """The newest `limit` history entries, newest first."""
 
+    def append(self, entry: dict) -> None:
+        """Add an entry that changes nothing (a controller's hold decision) to the history."""
+
+
+class EvidenceBackend(Protocol):
+    """Tallies of routed answers per rollout revision (`"<arm>|<field>" -> n`), added by every
+    process and summed here, so a controller on one host sees every host's traffic."""
+
+    def add(self, tallies: dict[int, dict[str, int]]) -> None:
+        """Add each revision's tallies to the stored ones, in one transaction / round trip."""
+
+    def read(self, first: int, last: int) -> dict[int, dict[str, int]]:
+        """The stored tallies of revisions first..last."""
+
+
+class LeaseBackend(Protocol):
+    """A named lease held by one owner until it expires: one rollout controller across all hosts."""
+
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lease if it is free or expired, or extend it if `owner` holds it; False if another holds it."""
+
+    def holder(self, name: str) -> tuple[str, float] | None:
+        """(owner, seconds left) of an unexpired lease, or None."""
+
+    def release(self, name: str, owner: str) -> None:
+        """Give the lease up, if `owner` holds it (a process stopping), so another takes over at once."""
+
+
+EVIDENCE_TTL = 30 * 86400  # seconds a revision's tallies are kept (Redis); plans are much shorter
+
 
 @dataclass
 class Store:
@@ -90,6 +120,8 @@ class Store:
     idempotency: IdempotencyBackend
     rollout: RolloutBackend
     feedback: FeedbackBackend
+    evidence: EvidenceBackend
+    leases: LeaseBackend
     errors: tuple[type[BaseException], ...]  # what a backend raises when it is unreachable
     backend: str = "sqlite"
     is_corruption: Callable[[BaseException], bool] = lambda exc: False  # a broken store, not an absent one

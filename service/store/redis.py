@@ -9,7 +9,7 @@ import redis
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
-from .base import FEEDBACK_PREFIX, IDEMPOTENCY_PREFIX, Claim, Store
+from .base import EVIDENCE_TTL, FEEDBACK_PREFIX, IDEMPOTENCY_PREFIX, Claim, Store
 
 # Take the id if free and file it under its owner (a process), or return what holds it: one round
 # trip either way. The owner's set lets the gunicorn master free a dead worker's claims at once.
@@ -169,8 +169,77 @@ class RedisRollout:
     def write(self, expected_revision: int, state: dict, entry: dict) -> bool:
         return bool(self._write(keys=self.keys, args=[expected_revision, json.dumps(state), json.dumps(entry)]))
 
+    def append(self, entry: dict) -> None:
+        self.client.lpush(self.keys[1], json.dumps(entry))
+
     def history(self, limit: int) -> list[dict]:
         return [json.loads(entry) for entry in self.client.lrange(self.keys[1], 0, limit - 1)]
+
+
+class RedisEvidence:
+    """One hash per revision; a flush is one pipelined round trip of HINCRBYs."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client, self.prefix = client, f"{namespace}:evidence:"
+
+    def add(self, tallies: dict[int, dict[str, int]]) -> None:
+        pipe = self.client.pipeline(transaction=True)  # MULTI: a flush counts whole or not at all
+        for revision, fields in tallies.items():
+            key = f"{self.prefix}{revision}"
+            for name, n in fields.items():
+                pipe.hincrby(key, name, n)
+            pipe.expire(key, EVIDENCE_TTL)
+        pipe.execute()
+
+    def read(self, first: int, last: int) -> dict[int, dict[str, int]]:
+        pipe = self.client.pipeline(transaction=False)
+        revisions = list(range(first, last + 1))
+        for revision in revisions:
+            pipe.hgetall(f"{self.prefix}{revision}")
+        found = {}
+        for revision, fields in zip(revisions, pipe.execute(), strict=True):
+            if fields:
+                found[revision] = {name.decode(): int(n) for name, n in fields.items()}
+        return found
+
+
+# Take the lease if free, or extend it if ours: one round trip, so two processes can't both hold it.
+_LEASE_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLeases:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client, self.prefix = client, f"{namespace}:lease:"
+        self._acquire = client.register_script(_LEASE_ACQUIRE)
+        self._release = client.register_script(_LEASE_RELEASE)
+
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        return bool(self._acquire(keys=[self.prefix + name], args=[owner, max(1, int(ttl * 1000))]))
+
+    def holder(self, name: str) -> tuple[str, float] | None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.prefix + name)
+        pipe.pttl(self.prefix + name)
+        owner, ttl_ms = pipe.execute()
+        return (owner.decode(), max(0, ttl_ms) / 1000) if owner else None
+
+    def release(self, name: str, owner: str) -> None:
+        self._release(keys=[self.prefix + name], args=[owner])
 
 
 def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
@@ -185,6 +254,8 @@ def open_redis_store(url: str, namespace: str, timeout: float) -> Store:
         idempotency=RedisIdempotency(client, namespace),
         rollout=RedisRollout(client, namespace),
         feedback=RedisFeedback(client, namespace),
+        evidence=RedisEvidence(client, namespace),
+        leases=RedisLeases(client, namespace),
         errors=(redis.RedisError, StorageError),
         backend="redis",
     )

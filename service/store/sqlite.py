@@ -32,8 +32,17 @@ CREATE TABLE IF NOT EXISTS feedback_counts (
     PRIMARY KEY (namespace, version, cell)
 );
 CREATE TABLE IF NOT EXISTS rollout (namespace TEXT PRIMARY KEY, revision INTEGER NOT NULL, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rollout_history (
-    namespace TEXT NOT NULL, revision INTEGER NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (namespace, revision)
+CREATE TABLE IF NOT EXISTS rollout_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollout_events_namespace ON rollout_events (namespace, id);
+CREATE TABLE IF NOT EXISTS evidence (
+    namespace TEXT NOT NULL, revision INTEGER NOT NULL, field TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (namespace, revision, field)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    namespace TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (namespace, name)
 );
 """
 # Files made before claims carried their owner get the column; then the index on it.
@@ -54,6 +63,24 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return stat.st_dev, stat.st_ino
+
+
+def _migrate_history(conn: sqlite3.Connection) -> None:
+    """Files made before the history held entries that change nothing (a controller's holds) kept
+    one row per revision: move them, in order, into the event table."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollout_history'").fetchone()
+        if old:
+            conn.execute(
+                "INSERT INTO rollout_events (namespace, entry) "
+                "SELECT namespace, entry FROM rollout_history ORDER BY namespace, revision"
+            )
+            conn.execute("DROP TABLE rollout_history")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteDatabase:
@@ -84,6 +111,7 @@ class SQLiteDatabase:
             if "owner" not in columns:
                 conn.execute("ALTER TABLE idempotency ADD COLUMN owner TEXT")
             conn.execute(_OWNER_INDEX)
+            _migrate_history(conn)
         finally:
             conn.close()
 
@@ -332,8 +360,7 @@ class SQLiteRollout:
                     (self.namespace, state["revision"], json.dumps(state)),
                 )
                 conn.execute(
-                    "INSERT INTO rollout_history (namespace, revision, entry) VALUES (?, ?, ?)",
-                    (self.namespace, state["revision"], json.dumps(entry)),
+                    "INSERT INTO rollout_events (namespace, entry) VALUES (?, ?)", (self.namespace, json.dumps(entry))
                 )
                 conn.execute("COMMIT")
                 return True
@@ -341,12 +368,80 @@ class SQLiteRollout:
                 conn.execute("ROLLBACK")
                 raise
 
+    def append(self, entry: dict) -> None:
+        with self.db.writing() as conn:
+            conn.execute(
+                "INSERT INTO rollout_events (namespace, entry) VALUES (?, ?)", (self.namespace, json.dumps(entry))
+            )
+
     def history(self, limit: int) -> list[dict]:
         rows = self.db.connect().execute(
-            "SELECT entry FROM rollout_history WHERE namespace = ? ORDER BY revision DESC LIMIT ?",
-            (self.namespace, limit),
+            "SELECT entry FROM rollout_events WHERE namespace = ? ORDER BY id DESC LIMIT ?", (self.namespace, limit)
         )
         return [json.loads(entry) for (entry,) in rows]
+
+
+class SQLiteEvidence:
+    def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
+        self.db, self.namespace = database, namespace
+
+    def add(self, tallies: dict[int, dict[str, int]]) -> None:
+        rows = [
+            (self.namespace, revision, name, n) for revision, fields in tallies.items() for name, n in fields.items()
+        ]
+        with self.db.writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO evidence (namespace, revision, field, n) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (namespace, revision, field) DO UPDATE SET n = n + excluded.n",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def read(self, first: int, last: int) -> dict[int, dict[str, int]]:
+        found: dict[int, dict[str, int]] = {}
+        rows = self.db.connect().execute(
+            "SELECT revision, field, n FROM evidence WHERE namespace = ? AND revision BETWEEN ? AND ?",
+            (self.namespace, first, last),
+        )
+        for revision, name, n in rows:
+            found.setdefault(revision, {})[name] = n
+        return found
+
+
+class SQLiteLeases:
+    def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
+        self.db, self.namespace = database, namespace
+
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        now = time.time()
+        with self.db.writing() as conn:
+            taken = conn.execute(
+                "INSERT INTO leases (namespace, name, owner, expires_at) VALUES (?1, ?2, ?3, ?4) "
+                "ON CONFLICT (namespace, name) DO UPDATE SET owner = ?3, expires_at = ?4 "
+                "WHERE leases.owner = ?3 OR leases.expires_at <= ?5 RETURNING owner",
+                (self.namespace, name, owner, now + ttl, now),
+            ).fetchone()
+        return taken is not None
+
+    def holder(self, name: str) -> tuple[str, float] | None:
+        row = (
+            self.db.connect()
+            .execute("SELECT owner, expires_at FROM leases WHERE namespace = ? AND name = ?", (self.namespace, name))
+            .fetchone()
+        )
+        now = time.time()
+        return (row[0], row[1] - now) if row and row[1] > now else None
+
+    def release(self, name: str, owner: str) -> None:
+        with self.db.writing() as conn:
+            conn.execute(
+                "DELETE FROM leases WHERE namespace = ? AND name = ? AND owner = ?", (self.namespace, name, owner)
+            )
 
 
 def open_sqlite_store(url: str, namespace: str, on_reopen=lambda: None) -> Store:
@@ -358,6 +453,8 @@ def open_sqlite_store(url: str, namespace: str, on_reopen=lambda: None) -> Store
         idempotency=SQLiteIdempotency(database, namespace),
         rollout=SQLiteRollout(database, namespace),
         feedback=SQLiteFeedback(database, namespace),
+        evidence=SQLiteEvidence(database, namespace),
+        leases=SQLiteLeases(database, namespace),
         errors=(sqlite3.Error, StorageError),
         backend="sqlite",
         is_corruption=is_corruption,

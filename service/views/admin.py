@@ -13,13 +13,14 @@ from marshmallow import ValidationError
 
 from ..auth import API_KEY_HEADER
 from ..errors import ForbiddenError, UnauthorizedError
+from ..plan import after_manual_change
 from ..rollout import InvalidRolloutError
-from ..schemas import RolloutActionSchema, RolloutChangeSchema
+from ..schemas import RolloutActionSchema, RolloutChangeSchema, RolloutPlanRequestSchema
 from ..shadow import summary
 from .common import load_body, state
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-_change_schema, _action_schema = RolloutChangeSchema(), RolloutActionSchema()
+_change_schema, _action_schema, _plan_schema = RolloutChangeSchema(), RolloutActionSchema(), RolloutPlanRequestSchema()
 
 
 @bp.before_request
@@ -45,14 +46,15 @@ def _body(schema) -> dict:
 
 
 def _write(change: dict, body: dict):
-    rollout = state().rollout
-    new = rollout.update(change, body.get("expected_revision"), g.call.key_id, body.get("reason", ""))
-    return jsonify(new.as_dict())
+    rollout, by = state().rollout, g.call.key_id
+    plan = after_manual_change(change, by)  # a hand on the arms or the share ends a running plan
+    new = rollout.update(change, body.get("expected_revision"), by, body.get("reason", ""), plan=plan)
+    return jsonify(new.public())
 
 
 @bp.get("/rollout")
 def get_rollout():
-    return jsonify(state().rollout.seed_or_read().as_dict())
+    return jsonify(state().rollout.seed_or_read().public())
 
 
 @bp.put("/rollout")
@@ -85,6 +87,26 @@ def shadow_summary():
     """Agreement and score difference per (primary, shadow) pair, over every worker of this host."""
     current = state().rollout.current
     return jsonify(shadow=current.shadow, shadow_percent=current.shadow_percent, **summary())
+
+
+@bp.get("/rollout/plan")
+def get_plan():
+    """The plan (running or finished), its step, and each guardrail's value against its bound."""
+    return jsonify(state().controller.describe())
+
+
+@bp.put("/rollout/plan")
+def start_plan():
+    body = _body(_plan_schema)
+    if not body:
+        raise InvalidRolloutError("a plan needs at least its canary", details={"canary": ["required"]})
+    return jsonify(state().controller.start(body, g.call.key_id))
+
+
+@bp.delete("/rollout/plan")
+def abort_plan():
+    body = _body(_action_schema)
+    return jsonify(state().controller.abort(g.call.key_id, body.get("reason", "")))
 
 
 @bp.get("/rollout/history")

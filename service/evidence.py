@@ -1,0 +1,150 @@
+"""Evidence for the rollout controller: what each arm of the router answered, per rollout revision.
+
+Every serving process tallies its routed answers in memory: per (revision, arm) the answers, the
+server errors (5xx after routing: the model raised, its deadline passed), a latency histogram and
+a score histogram; and the shadow comparisons. Its follower thread adds them to the shared store
+once per poll (one transaction or round trip), so the request path pays a dict update under a
+lock, never a store call, and a controller on any host reads every host's traffic. A flush that
+fails is kept and added to the next one: a store outage delays evidence, it does not lose it.
+
+Tallies are keyed `"<arm>|<field>"`: `answered`, `errors`, `latency:<bucket>`, `score:<bin>`, and
+`shadow|compared`, `shadow|agreed`. A step's window is the revisions it spans.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared_features.errors import ToxiserveError
+
+log = logging.getLogger(__name__)
+
+# Latency buckets grow by 2^(1/4) (19 %) from 0.1 ms: bucket i holds (BASE*G^(i-1), BASE*G^i].
+LATENCY_BASE = 1e-4
+LATENCY_GROWTH = 2**0.25
+LATENCY_BUCKETS = 80  # up to ~100 s; slower lands in the last
+SCORE_BINS = 10  # equal-width bins of P(toxic) on [0, 1]
+
+
+def latency_bucket(seconds: float) -> int:
+    if seconds <= LATENCY_BASE:
+        return 0
+    return min(LATENCY_BUCKETS - 1, math.ceil(math.log(seconds / LATENCY_BASE, LATENCY_GROWTH) - 1e-9))
+
+
+def score_bin(score: float) -> int:
+    return min(SCORE_BINS - 1, max(0, int(score * SCORE_BINS)))
+
+
+def quantile(buckets: list[int], q: float) -> float | None:
+    """The q-quantile (seconds) of a latency histogram, interpolated geometrically inside its bucket."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank, seen = q * total, 0
+    for index, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            upper = LATENCY_BASE * LATENCY_GROWTH**index
+            lower = upper / LATENCY_GROWTH if index else 0.0
+            fraction = (rank - seen) / count
+            return lower * (upper / lower) ** fraction if lower else upper * fraction
+        seen += count
+    return LATENCY_BASE * LATENCY_GROWTH ** (len(buckets) - 1)
+
+
+@dataclass(frozen=True)
+class ArmEvidence:
+    """One arm's tallies over a window of revisions."""
+
+    answered: int
+    errors: int
+    latency: list[int]
+    scores: list[int]
+
+    @property
+    def requests(self) -> int:
+        return self.answered + self.errors
+
+    @classmethod
+    def of(cls, tallies: dict[str, int], arm: str) -> ArmEvidence:
+        latency, scores = [0] * LATENCY_BUCKETS, [0] * SCORE_BINS
+        prefix = f"{arm}|"
+        for name, n in tallies.items():
+            if not name.startswith(prefix):
+                continue
+            field = name[len(prefix) :]
+            if field.startswith("latency:"):
+                latency[min(int(field[8:]), LATENCY_BUCKETS - 1)] += n
+            elif field.startswith("score:"):
+                scores[min(int(field[6:]), SCORE_BINS - 1)] += n
+        return cls(tallies.get(f"{arm}|answered", 0), tallies.get(f"{arm}|errors", 0), latency, scores)
+
+
+def summed(by_revision: dict[int, dict[str, int]]) -> dict[str, int]:
+    """One window's tallies: the revisions' tallies added up."""
+    total: Counter = Counter()
+    for tallies in by_revision.values():
+        total.update(tallies)
+    return dict(total)
+
+
+class EvidenceRecorder:
+    """This process's tallies since its last flush."""
+
+    def __init__(self, backend, call_store: Callable) -> None:
+        self.backend = backend
+        self.call_store = call_store
+        self._pending: dict[int, Counter] = {}
+        self._lock = threading.Lock()
+
+    def _tally(self, revision: int) -> Counter:
+        tally = self._pending.get(revision)
+        if tally is None:
+            tally = self._pending[revision] = Counter()
+        return tally
+
+    def answered(self, revision: int, arm: str, seconds: float, scores: list[float]) -> None:
+        """A routed request answered: its latency (request start to answer) and its scores."""
+        with self._lock:
+            tally = self._tally(revision)
+            tally[f"{arm}|answered"] += 1
+            tally[f"{arm}|latency:{latency_bucket(seconds)}"] += 1
+            for score in scores:
+                tally[f"{arm}|score:{score_bin(score)}"] += 1
+
+    def failed(self, revision: int, arm: str) -> None:
+        """A routed request that got a server error after routing (the arm's fault, not the client's)."""
+        with self._lock:
+            self._tally(revision)[f"{arm}|errors"] += 1
+
+    def shadowed(self, revision: int, compared: int, agreed: int) -> None:
+        with self._lock:
+            tally = self._tally(revision)
+            tally["shadow|compared"] += compared
+            tally["shadow|agreed"] += agreed
+
+    def flush(self) -> bool:
+        """Add what was tallied to the store; on failure keep it for the next flush. True if flushed."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return True
+        try:
+            self.call_store("evidence", self.backend.add, {r: dict(t) for r, t in pending.items()}, strict=True)
+            return True
+        except ToxiserveError:
+            with self._lock:
+                for revision, tally in pending.items():
+                    self._tally(revision).update(tally)
+            return False
+
+    def window(self, first: int, last: int) -> dict[str, int]:
+        """Every process's flushed tallies for revisions first..last (StoreUnavailableError if the store fails)."""
+        if last < first:
+            return {}
+        return summed(self.call_store("evidence", self.backend.read, first, last, strict=True))
