@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -67,13 +68,14 @@ class RolloutController:
         self.call_store = call_store
         self.poll_seconds = poll_seconds
         self._pid: int | None = None
+        self._token = uuid.uuid4().hex[:6]  # two controllers in one process (apps in tests) are two owners
         self._holding = False
         self._last_evaluation = float("-inf")
 
     @property
     def owner(self) -> str:
-        """This process, as the lease and the history name it."""
-        return f"{socket.gethostname()}:{os.getpid()}"
+        """This process, as the lease and the history name it: host:pid:token."""
+        return f"{socket.gethostname()}:{os.getpid()}:{self._token}"
 
     def ensure_running(self) -> None:
         """Start this process's controller thread once (threads don't survive a fork)."""
@@ -190,6 +192,7 @@ class RolloutController:
     def start(self, body: dict, by: str) -> dict:
         """Start a plan: the canary named at the first step's share, in one write with the plan."""
         started: dict = {}
+        decision = {"decision": "start"}  # its plan id is known once the plan is made, before the write
 
         def with_plan(current, proposed):
             if plans.running(current.plan):
@@ -197,14 +200,13 @@ class RolloutController:
                     f"plan {current.plan['id']} is running: abort it (DELETE /admin/rollout/plan) first"
                 )
             started.update(plans.new_plan(body, current.stable, by, proposed.revision, time.time()))
+            decision["plan"] = started["id"]
             return started
 
         steps = body.get("steps", plans.DEFAULTS["steps"])
         change = {"canary": body["canary"], "canary_percent": float(steps[0])}
         reason = body.get("reason") or f"plan: {body['canary']} through {', '.join(f'{s:g}' for s in steps)} %"
-        self.rollout.update(
-            change, body.get("expected_revision"), by, reason, plan=with_plan, decision={"decision": "start"}
-        )
+        self.rollout.update(change, body.get("expected_revision"), by, reason, plan=with_plan, decision=decision)
         log.info("rollout plan started", extra={"plan": started["id"], "canary": started["canary"], "by": by})
         return self.describe()
 
@@ -212,14 +214,17 @@ class RolloutController:
         """Abort the running plan and roll back (canary share 0 %)."""
         reason = reason or f"plan aborted by {by}"
 
+        decision = {"decision": "abort"}
+
         def aborted(current, proposed):
             if not plans.running(current.plan):
                 raise NotFoundError("no rollout plan is running")
+            decision["plan"] = current.plan["id"]
             return plans.finished(current.plan, plans.ABORTED, reason)
 
         if not plans.running(self.rollout.seed_or_read().plan):
             raise NotFoundError("no rollout plan is running")
-        self.rollout.update({"canary_percent": 0.0}, None, by, reason, plan=aborted, decision={"decision": "abort"})
+        self.rollout.update({"canary_percent": 0.0}, None, by, reason, plan=aborted, decision=decision)
         log.warning("rollout plan aborted", extra={"by": by})
         return self.describe()
 

@@ -1,5 +1,6 @@
 """`toxiserve`: the operator's command line. `toxiserve rollout status|set|promote|rollback|history`
-talks to a running service's admin API; `toxiserve feedback FILE` sends labels for answered requests.
+and `toxiserve rollout plan start|status|abort` talk to a running service's admin API;
+`toxiserve feedback FILE` sends labels for answered requests.
 
     export TOXISERVE_URL=http://127.0.0.1:8000 TOXISERVE_ADMIN_KEY=...
     toxiserve rollout set --canary v3 --canary-percent 10 --reason "v3 to 10 %"
@@ -8,13 +9,14 @@ Keys are read from the environment only (a key on the command line ends up in sh
 `ps`): TOXISERVE_ADMIN_KEY for `rollout`, TOXISERVE_API_KEY (the key that made the requests) for
 `feedback`. Human-readable tables by default; `--json` prints the API's JSON for scripts.
 Exit codes: 0 done; 1 the service refused or could not be reached (the error code and message on
-stderr); 2 usage error.
+stderr); 2 usage error; 3 `rollout plan status --wait` saw the plan end without a promotion.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import click
 import requests
@@ -66,6 +68,8 @@ def _history_table(entries: list[dict]) -> str:
     lines = [f"{'revision':>8}  {'at':<29}  {'by':<10}  {'change':<40}  reason"]
     for entry in entries:
         change = ", ".join(f"{name}={value}" for name, value in sorted(entry["change"].items()))
+        if entry.get("decision"):  # a plan's entry: what the controller (or operator) decided
+            change = f"[{entry['decision']}] {change}".strip()
         lines.append(f"{entry['revision']:>8}  {entry['at']:<29}  {entry['by']:<10}  {change:<40}  {entry['reason']}")
     return "\n".join(lines)
 
@@ -155,6 +159,113 @@ def history(admin: Admin, limit: int) -> None:
     answer = admin.call("GET", "/admin/rollout/history")
     answer["history"] = answer["history"][:limit]
     _show(admin, answer, lambda found: _history_table(found["history"]))
+
+
+def _value(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plan_table(plan: dict) -> str:
+    step = plan["current_step"]
+    lines = [
+        f"plan      {plan['id']} ({plan['status']}): {plan['canary']} against {plan['stable']}, "
+        f"steps {', '.join(f'{s:g}' for s in plan['steps'])} %",
+        f"step      {step['index'] + 1} of {len(plan['steps'])} at {step['percent']:g} %",
+    ]
+    if plan["status"] == "running":
+        lines[-1] += (
+            f" for {step['elapsed_seconds']:.1f} s, {step['canary_requests']} canary requests "
+            f"(needs {plan['step_seconds']:g} s and {plan['min_requests']})"
+        )
+        lines.append(f"next      {plan['next_decision']['decision']}: {plan['next_decision']['reason']}")
+        controller = plan.get("controller")
+        if controller:
+            lines.append(f"lease     {controller['owner']} ({controller['lease_seconds_left']:.1f} s left)")
+    else:
+        lines.append(f"outcome   {plan['status']} at {plan['finished_at']}: {plan['outcome']['reason']}")
+    lines.append(f"{'guardrail':<18}{'status':<14}{'value':>10}  bound")
+    for check in plan.get("evaluation") or []:
+        relation = ">= " if check["guardrail"] in ("feedback_f1", "shadow_agreement") else "<= "
+        bound = "" if check["bound"] is None else relation + _value(check["bound"])
+        lines.append(f"{check['guardrail']:<18}{check['status']:<14}{_value(check['value']):>10}  {bound}")
+    return "\n".join(lines)
+
+
+@rollout.group()
+def plan() -> None:
+    """An automatic rollout: the canary through traffic steps, promoted or rolled back on evidence."""
+
+
+@plan.command()
+@click.option("--canary", required=True, help="The version to roll out.")
+@click.option("--steps", default="10,25,50,100", show_default=True, help="Canary shares, increasing (percent).")
+@click.option("--step-seconds", type=click.FloatRange(0), help="Least time at each step (default 60).")
+@click.option("--min-requests", type=click.IntRange(1), help="Canary answers each step needs (default 100).")
+@click.option("--interval-seconds", type=click.FloatRange(0.1), help="How often the plan is evaluated (default 10).")
+@click.option(
+    "--max-hold-seconds", type=click.FloatRange(0), help="A step held this long past --step-seconds rolls back."
+)
+@click.option(
+    "--guardrail",
+    "guardrail_values",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A guardrail bound, e.g. max_latency_ratio=1.5 or min_feedback=200; VALUE 'none' turns it off. Repeatable.",
+)
+@_action_options
+@click.pass_obj
+def start(admin: Admin, canary, steps, step_seconds, min_requests, interval_seconds, max_hold_seconds, **rest) -> None:
+    """Start a plan (409 PLAN_RUNNING while one runs)."""
+    try:
+        shares = [float(step) for step in steps.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{steps!r} is not a comma-separated list of numbers", param_hint="--steps") from None
+    limits = {}
+    for item in rest["guardrail_values"]:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--guardrail")
+        try:
+            limits[name] = None if value.lower() == "none" else json.loads(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a number or 'none'", param_hint="--guardrail") from None
+    body = {
+        "canary": canary,
+        "steps": shares,
+        "step_seconds": step_seconds,
+        "min_requests": min_requests,
+        "interval_seconds": interval_seconds,
+        "max_hold_seconds": max_hold_seconds,
+        "guardrails": limits or None,
+    }
+    body = {name: value for name, value in body.items() if value is not None}
+    body.update(_action_body(rest["reason"], rest["expected_revision"]))
+    if not body["reason"]:
+        del body["reason"]
+    _show(admin, admin.call("PUT", "/admin/rollout/plan", body), _plan_table)
+
+
+@plan.command(name="status")
+@click.option("--wait", is_flag=True, help="Until the plan ends: exit 0 if promoted, 3 if rolled back or aborted.")
+@click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True, help="With --wait.")
+@click.pass_obj
+def plan_status(admin: Admin, wait: bool, poll_seconds: float) -> None:
+    """The plan, its step, and each guardrail's value against its bound."""
+    found = admin.call("GET", "/admin/rollout/plan")
+    while wait and found["status"] == "running":
+        time.sleep(poll_seconds)
+        found = admin.call("GET", "/admin/rollout/plan")
+    _show(admin, found, _plan_table)
+    if wait and found["status"] != "promoted":
+        raise SystemExit(3)
+
+
+@plan.command()
+@click.option("--reason", default="", help="Why: kept in the history.")
+@click.pass_obj
+def abort(admin: Admin, reason: str) -> None:
+    """Abort the running plan and roll back (canary share 0 %)."""
+    _show(admin, admin.call("DELETE", "/admin/rollout/plan", {"reason": reason} if reason else {}), _plan_table)
 
 
 @cli.command()

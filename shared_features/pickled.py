@@ -78,10 +78,13 @@ def load_pipeline(directory: Path, manifest: dict[str, Any], on_mismatch: str) -
         )
     warnings = check_libraries(manifest, on_mismatch, directory)
     serializer = manifest.get("serializer")
-    if serializer == SERIALIZER:
-        return pickle.loads(zlib.decompress(data)), warnings
-    if serializer is None:
+    if serializer not in (SERIALIZER, None):
+        raise ModelError(f"{model_path}: unknown serializer {serializer!r} in the manifest")
+    try:
+        if serializer == SERIALIZER:
+            return pickle.loads(zlib.decompress(data)), warnings
         import joblib
 
         return joblib.load(io.BytesIO(data)), warnings
-    raise ModelError(f"{model_path}: unknown serializer {serializer!r} in the manifest")
+    except Exception as exc:  # a class that no longer imports, a truncated stream: unloadable, not a crash
+        raise ModelError(f"cannot unpickle {model_path}: {type(exc).__name__}: {exc}") from None
