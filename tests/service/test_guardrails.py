@@ -1,0 +1,122 @@
+"""Guardrails and plan decisions as pure functions: each statistic against a computation by hand,
+and each decision (hold, advance, promote, roll back) from evidence built here."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from service import guardrails
+from service import plan as plans
+from service.evidence import LATENCY_BUCKETS, SCORE_BINS, ArmEvidence, latency_bucket, quantile, score_bin
+
+
+def arm(latencies=(), scores=(), errors: int = 0) -> ArmEvidence:
+    latency, bins = [0] * LATENCY_BUCKETS, [0] * SCORE_BINS
+    for seconds in latencies:
+        latency[latency_bucket(seconds)] += 1
+    for score in scores:
+        bins[score_bin(score)] += 1
+    return ArmEvidence(len(latencies), errors, latency, bins)
+
+
+def test_latency_quantiles_come_within_a_bucket_of_the_true_ones():
+    rng = random.Random(0)
+    samples = [rng.lognormvariate(math.log(0.004), 0.6) for _ in range(5000)]
+    true_p95 = sorted(samples)[int(0.95 * len(samples))]
+    estimate = quantile(arm(samples).latency, 0.95)
+    assert true_p95 / 2**0.25 <= estimate <= true_p95 * 2**0.25  # one bucket is 19 % wide
+    assert quantile([0] * LATENCY_BUCKETS, 0.95) is None
+
+
+def test_psi_by_hand():
+    expected, actual = [50, 30, 20], [20, 30, 50]
+    e = np.array(expected) + 0.5
+    a = np.array(actual) + 0.5
+    e, a = e / e.sum(), a / a.sum()
+    assert guardrails.psi(actual, expected) == pytest.approx(float(np.sum((a - e) * np.log(a / e))))
+    assert guardrails.psi(expected, expected) == 0.0
+
+
+def test_error_rate_waits_for_evidence_fails_early_and_passes():
+    stable = arm([0.002] * 400)
+    assert guardrails.error_rate(arm([0.002] * 10), stable, 0.01, 100)["status"] == "insufficient"
+    failing = guardrails.error_rate(arm([0.002] * 10, errors=2), stable, 0.01, 100)
+    assert failing["status"] == "fail" and failing["canary_errors"] == 2  # 2 > 1 % of 100: certain to fail
+    assert guardrails.error_rate(arm([0.002] * 100, errors=1), stable, 0.01, 100)["status"] == "pass"
+    assert guardrails.error_rate(arm([0.002] * 100), arm([0.002] * 10), 0.01, 100)["status"] == "insufficient"
+    assert guardrails.error_rate(arm(), stable, None, 100)["status"] == "off"
+
+
+def test_latency_and_score_drift():
+    fast, slow = arm([0.002] * 200), arm([0.030] * 200)
+    assert guardrails.latency(slow, fast, 2.0, 100)["status"] == "fail"
+    assert guardrails.latency(fast, fast, 2.0, 100)["status"] == "pass"
+    low, high = arm(scores=[0.1] * 200), arm(scores=[0.9] * 200)
+    drifted = guardrails.score_drift(low, high, 1.5, 100)
+    assert drifted["status"] == "fail" and drifted["value"] > 1.5
+    assert guardrails.score_drift(low, low, 1.5, 100)["status"] == "pass"
+
+
+def matrix(tp: int, fp: int, fn: int, tn: int) -> np.ndarray:
+    """[predicted][actual] with toxic first: tp toxic/toxic, fp toxic/clean, fn clean/toxic, tn clean/clean."""
+    return np.array([[tp, fp], [fn, tn]])
+
+
+def test_feedback_noise_at_small_counts_neither_promotes_nor_rolls_back():
+    # The canary looks 0.1 worse on 20 labels: the interval spans both sides of the bound.
+    small = guardrails.feedback(matrix(8, 2, 2, 8), matrix(9, 1, 1, 9), 20, 0.05)
+    assert small["status"] == "insufficient"
+    assert small["interval"][0] < -0.05 < small["interval"][1]
+    # The same rates on 2,000 labels each: a clear drop, rolled back.
+    large = guardrails.feedback(matrix(800, 200, 200, 800), matrix(900, 100, 100, 900), 20, 0.05)
+    assert large["status"] == "fail" and large["interval"][1] < -0.05
+    # As good as the stable on 2,000 labels: non-inferior, passes.
+    same = guardrails.feedback(matrix(900, 100, 100, 900), matrix(900, 100, 100, 900), 20, 0.05)
+    assert same["status"] == "pass" and same["interval"][0] >= -0.05
+    assert guardrails.feedback(matrix(1, 0, 0, 1), matrix(900, 100, 100, 900), 20, 0.05)["status"] == "insufficient"
+    assert guardrails.feedback(matrix(0, 0, 0, 0), matrix(0, 0, 0, 0), None, 0.05)["status"] == "off"
+
+
+def test_shadow_agreement():
+    assert guardrails.shadow(200, 190, 0.85, True, 100)["status"] == "pass"
+    assert guardrails.shadow(200, 100, 0.85, True, 100)["status"] == "fail"
+    assert guardrails.shadow(50, 50, 0.85, True, 100)["status"] == "insufficient"
+    assert guardrails.shadow(200, 100, 0.85, False, 100)["status"] == "off"
+
+
+def plan_at(step: int = 0, started: float = 0.0, **overrides) -> dict:
+    body = {"canary": "v2", "steps": [10, 50, 100], "step_seconds": 60, "min_requests": 100, **overrides}
+    made = plans.new_plan(body, "v1", "ops", 2, started)
+    for revision in range(3, 3 + step):
+        made = plans.advanced(made, revision, started)
+    return made
+
+
+GOOD = plans.Evidence(arm([0.002] * 150, [0.2] * 150), arm([0.002] * 900, [0.2] * 900))
+
+
+def test_decisions():
+    assert plans.evaluate(plan_at(), GOOD, now=10).action == "hold"  # before step_seconds
+    assert plans.evaluate(plan_at(), GOOD, now=61).action == "advance"
+    assert plans.evaluate(plan_at(step=2), GOOD, now=61).action == "promote"
+    few = plans.Evidence(arm([0.002] * 20, [0.2] * 20), GOOD.stable)
+    held = plans.evaluate(plan_at(), few, now=61)
+    assert held.action == "hold" and "min_requests (20 of 100" in held.reason
+    expired = plans.evaluate(plan_at(), few, now=61 + plans.MAX_HOLD_SECONDS + 1)
+    assert expired.action == "rollback" and "max_hold_seconds" in expired.reason  # no evidence, no promotion
+    slow = plans.Evidence(arm([0.050] * 150, [0.2] * 150), GOOD.stable)
+    failed = plans.evaluate(plan_at(), slow, now=5)  # a failure does not wait for step_seconds
+    assert failed.action == "rollback" and failed.reason.startswith("guardrail failed: latency")
+
+
+def test_windows_and_validation():
+    made = plan_at(step=2)
+    assert plans.windows(made, 7) == {"canary": (4, 7), "stable": (3, 3), "feedback": (2, 7)}  # 100 %: step before
+    assert plans.windows(plan_at(step=1), 5)["stable"] == (3, 5)
+    for bad in ({"steps": [50, 10]}, {"steps": [100]}, {"steps": [10, 10]}, {"canary": "v1"}, {"guardrails": {"x": 1}}):
+        with pytest.raises(plans.InvalidRolloutError):
+            plans.new_plan({"canary": "v2", **bad}, "v1", "ops", 2, 0)
