@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +85,19 @@ class ArmEvidence:
         return cls(tallies.get(f"{arm}|answered", 0), tallies.get(f"{arm}|errors", 0), latency, scores)
 
 
+ARMS = ("stable", "canary")
+# Every tally key, built once: the request path indexes these instead of formatting strings.
+_KEYS = {
+    arm: {
+        "answered": f"{arm}|answered",
+        "errors": f"{arm}|errors",
+        "latency": [f"{arm}|latency:{i}" for i in range(LATENCY_BUCKETS)],
+        "score": [f"{arm}|score:{i}" for i in range(SCORE_BINS)],
+    }
+    for arm in ARMS
+}
+
+
 def summed(by_revision: dict[int, dict[str, int]]) -> dict[str, int]:
     """One window's tallies: the revisions' tallies added up."""
     total: Counter = Counter()
@@ -99,28 +112,30 @@ class EvidenceRecorder:
     def __init__(self, backend, call_store: Callable) -> None:
         self.backend = backend
         self.call_store = call_store
-        self._pending: dict[int, Counter] = {}
+        self._pending: dict[int, defaultdict] = {}
         self._lock = threading.Lock()
 
-    def _tally(self, revision: int) -> Counter:
+    def _tally(self, revision: int) -> defaultdict:
         tally = self._pending.get(revision)
         if tally is None:
-            tally = self._pending[revision] = Counter()
+            tally = self._pending[revision] = defaultdict(int)
         return tally
 
     def answered(self, revision: int, arm: str, seconds: float, scores: list[float]) -> None:
         """A routed request answered: its latency (request start to answer) and its scores."""
+        keys = _KEYS[arm]
+        bucket = latency_bucket(seconds)
         with self._lock:
             tally = self._tally(revision)
-            tally[f"{arm}|answered"] += 1
-            tally[f"{arm}|latency:{latency_bucket(seconds)}"] += 1
+            tally[keys["answered"]] += 1
+            tally[keys["latency"][bucket]] += 1
             for score in scores:
-                tally[f"{arm}|score:{score_bin(score)}"] += 1
+                tally[keys["score"][score_bin(score)]] += 1
 
     def failed(self, revision: int, arm: str) -> None:
         """A routed request that got a server error after routing (the arm's fault, not the client's)."""
         with self._lock:
-            self._tally(revision)[f"{arm}|errors"] += 1
+            self._tally(revision)[_KEYS[arm]["errors"]] += 1
 
     def shadowed(self, revision: int, compared: int, agreed: int) -> None:
         with self._lock:
@@ -140,7 +155,9 @@ class EvidenceRecorder:
         except ToxiserveError:
             with self._lock:
                 for revision, tally in pending.items():
-                    self._tally(revision).update(tally)
+                    kept = self._tally(revision)
+                    for name, n in tally.items():
+                        kept[name] += n
             return False
 
     def window(self, first: int, last: int) -> dict[str, int]:

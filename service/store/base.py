@@ -110,6 +110,7 @@ class LeaseBackend(Protocol):
         """Give the lease up, if `owner` holds it (a process stopping), so another takes over at once."""
 
 
+HISTORY_KEEP = 10_000  # newest rollout history entries kept: a plan appends a hold every interval
 EVIDENCE_TTL = 30 * 86400  # seconds a revision's tallies are kept (Redis); plans are much shorter
 
 

@@ -9,7 +9,7 @@ import redis
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
-from .base import EVIDENCE_TTL, FEEDBACK_PREFIX, IDEMPOTENCY_PREFIX, Claim, Store
+from .base import EVIDENCE_TTL, FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
 
 # Take the id if free and file it under its owner (a process), or return what holds it: one round
 # trip either way. The owner's set lets the gunicorn master free a dead worker's claims at once.
@@ -152,6 +152,7 @@ if current then revision = cjson.decode(current)['revision'] end
 if revision ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('LPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 return 1
 """
 
@@ -167,10 +168,14 @@ class RedisRollout:
         return json.loads(found) if found else None
 
     def write(self, expected_revision: int, state: dict, entry: dict) -> bool:
-        return bool(self._write(keys=self.keys, args=[expected_revision, json.dumps(state), json.dumps(entry)]))
+        args = [expected_revision, json.dumps(state), json.dumps(entry), HISTORY_KEEP]
+        return bool(self._write(keys=self.keys, args=args))
 
     def append(self, entry: dict) -> None:
-        self.client.lpush(self.keys[1], json.dumps(entry))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(self.keys[1], json.dumps(entry))
+        pipe.ltrim(self.keys[1], 0, HISTORY_KEEP - 1)
+        pipe.execute()
 
     def history(self, limit: int) -> list[dict]:
         return [json.loads(entry) for entry in self.client.lrange(self.keys[1], 0, limit - 1)]

@@ -15,7 +15,7 @@ from pathlib import Path
 from limits.errors import StorageError
 from limits.storage import Storage
 
-from .base import FEEDBACK_PREFIX, IDEMPOTENCY_PREFIX, Claim, Store
+from .base import FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
 
 log = logging.getLogger(__name__)
 
@@ -359,9 +359,7 @@ class SQLiteRollout:
                     "ON CONFLICT (namespace) DO UPDATE SET revision = ?2, state = ?3",
                     (self.namespace, state["revision"], json.dumps(state)),
                 )
-                conn.execute(
-                    "INSERT INTO rollout_events (namespace, entry) VALUES (?, ?)", (self.namespace, json.dumps(entry))
-                )
+                self._append(conn, entry)
                 conn.execute("COMMIT")
                 return True
             except BaseException:
@@ -370,9 +368,16 @@ class SQLiteRollout:
 
     def append(self, entry: dict) -> None:
         with self.db.writing() as conn:
-            conn.execute(
-                "INSERT INTO rollout_events (namespace, entry) VALUES (?, ?)", (self.namespace, json.dumps(entry))
-            )
+            self._append(conn, entry)
+
+    def _append(self, conn: sqlite3.Connection, entry: dict) -> None:
+        """Add a history entry and drop those beyond the newest HISTORY_KEEP."""
+        added = conn.execute(
+            "INSERT INTO rollout_events (namespace, entry) VALUES (?, ?)", (self.namespace, json.dumps(entry))
+        ).lastrowid
+        conn.execute(
+            "DELETE FROM rollout_events WHERE namespace = ? AND id <= ?", (self.namespace, added - HISTORY_KEEP)
+        )
 
     def history(self, limit: int) -> list[dict]:
         rows = self.db.connect().execute(

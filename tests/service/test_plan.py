@@ -195,3 +195,18 @@ def test_a_pickle_that_cannot_load_is_refused_not_a_500(namespace, models):
     refused = client.put(PLAN, json={"canary": "v7"}, headers=ADMIN)
     assert refused.status_code == 422 and "cannot unpickle" in refused.json["message"], refused.json
     assert "ModuleNotFoundError" in refused.json["message"]
+
+
+def test_the_history_keeps_its_newest_entries(store_url, namespace, monkeypatch):
+    """A plan appends a hold every interval: the history is bounded (HISTORY_KEEP), newest kept."""
+    from service.store import redis as redis_store
+    from service.store import sqlite as sqlite_store
+
+    for module in (redis_store, sqlite_store):
+        monkeypatch.setattr(module, "HISTORY_KEEP", 3)
+    rollout = open_store(store_url, namespace).rollout
+    assert rollout.write(0, {"revision": 1}, {"n": 0})
+    for n in range(1, 5):
+        rollout.append({"n": n})
+    assert rollout.write(1, {"revision": 2}, {"n": 5})
+    assert rollout.history(10) == [{"n": 5}, {"n": 4}, {"n": 3}]
