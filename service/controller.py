@@ -157,6 +157,13 @@ class RolloutController:
     def apply(self, state: RolloutState, plan: dict, decision: plans.Decision) -> None:
         evidence = decision.as_dict()
         extra = {"decision": decision.action, "plan": plan["id"], "evidence": evidence, "controller": self.owner}
+        if decision.action == plans.HOLD:
+            at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            entry = {"revision": state.revision, "at": at, "by": "controller", "change": {}}
+            self.rollout.record({**entry, "reason": decision.reason, **extra})
+        else:
+            self._write(state, plan, decision, extra)
+        # Counted and logged once written: a decision that lost a compare-and-set was never made.
         metrics.child(metrics.ROLLOUT_PLAN_DECISIONS, decision.action).inc()
         level = logging.WARNING if decision.action == plans.ROLLBACK else logging.INFO
         log.log(
@@ -166,11 +173,9 @@ class RolloutController:
             decision.reason,
             extra={"plan": plan["id"], "decision": decision.action, "revision": state.revision, "step": decision.step},
         )
-        if decision.action == plans.HOLD:
-            at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            entry = {"revision": state.revision, "at": at, "by": "controller", "change": {}}
-            self.rollout.record({**entry, "reason": decision.reason, **extra})
-            return
+
+    def _write(self, state: RolloutState, plan: dict, decision: plans.Decision, extra: dict) -> None:
+        """The rollout change a decision makes, with the plan's next state, in one compare-and-set write."""
         if decision.action == plans.ADVANCE:
             change = {"canary_percent": plan["steps"][plan["step"] + 1]}
 

@@ -31,6 +31,14 @@ from .errors import NotReadyError
 from .inference import InferenceService, Prediction
 from .readiness import STARTING
 
+# Errors after routing that are the model's doing: it raised, or scoring ran past its deadline. Not
+# the client's (4xx), nor the worker's load (a full micro-batch queue is 503 OVERLOADED on either arm).
+ARM_FAULTS = ("INFERENCE_FAILED", "DEADLINE_EXCEEDED")
+
+
+def arm_fault(exc: BaseException) -> bool:
+    return not isinstance(exc, ToxiserveError) or exc.error_code in ARM_FAULTS
+
 
 def one_answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
     """The answer body of a single-text prediction: HTTP /predict, /vN/predict and gRPC Predict."""
@@ -110,8 +118,8 @@ class DataPlane:
                     else:
                         predictions = service.inference.predict_batch(texts, chosen, deadline)
                 except Exception as exc:
-                    if version is None and (not isinstance(exc, ToxiserveError) or exc.status >= 500):
-                        service.evidence.failed(call.rollout_revision, call.arm)  # the arm's fault, not the client's
+                    if version is None and arm_fault(exc):
+                        service.evidence.failed(call.rollout_revision, call.arm)
                     raise
                 if version is None:
                     # Evidence for the rollout controller: this arm's latency so far and its scores.

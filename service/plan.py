@@ -204,11 +204,15 @@ def evaluate(plan: dict, evidence: Evidence, now: float | None = None) -> Decisi
         waiting.append(f"step_seconds ({elapsed:.1f} of {plan['step_seconds']:g} s)")
     if evidence.canary.requests < plan["min_requests"]:
         waiting.append(f"min_requests ({evidence.canary.requests} of {plan['min_requests']} canary requests)")
-    waiting += [f"{r['guardrail']} evidence" for r in checked if r["status"] == guardrails.INSUFFICIENT]
+    short = [r["guardrail"] for r in checked if r["status"] == guardrails.INSUFFICIENT]
+    if short:
+        waiting.append("evidence for " + ", ".join(short))
     if not waiting:
+        passed = ", ".join(f"{r['guardrail']} {r['value']:.4g}" for r in checked if r["status"] == guardrails.PASS)
+        numbers = f" ({passed}; {evidence.canary.requests} canary requests)"
         if step == len(plan["steps"]) - 1:
-            return decide(PROMOTE, f"every guardrail passed at each of {len(plan['steps'])} steps")
-        return decide(ADVANCE, f"every guardrail passed at {plan['steps'][step]:g} %")
+            return decide(PROMOTE, f"every guardrail passed at each of {len(plan['steps'])} steps" + numbers)
+        return decide(ADVANCE, f"every guardrail passed at {plan['steps'][step]:g} %" + numbers)
     held = elapsed - plan["step_seconds"]
     if held > plan["max_hold_seconds"]:
         return decide(

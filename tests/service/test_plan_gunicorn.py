@@ -26,6 +26,7 @@ import requests
 from .bad_canaries import build, dataset_rows
 from .conftest import API_KEY, AUTH, REDIS_URL, isolated_store, redis_reachable
 from .server import REPO_ROOT, Server
+from .test_gunicorn_faults import private_redis  # noqa: F401 - a Redis of the test's own, to hang
 from .test_rollout import ADMIN
 from .test_rollout_gunicorn import env_for
 
@@ -240,3 +241,24 @@ def test_the_plan_cli(plan_models):
         history = [line for line in cli("history").stdout.splitlines() if "[hold]" not in line]  # holds interleave
         assert "[abort] canary_percent=0.0" in history[1] and "[start] canary=v2, canary_percent=10.0" in history[2]
         assert requests.post(f"{server.url}/predict", json={"text": "x"}, headers={"X-API-Key": API_KEY}).ok
+
+
+def test_a_hung_store_mid_plan_holds_every_decision_and_the_plan_resumes(plan_models, tweets, private_redis):  # noqa: F811
+    """Redis SIGSTOPped past the lease's life: serving goes on (failing open), nobody decides, the
+    tallies wait in each process; on SIGCONT a controller takes the lease again and the plan
+    finishes with exactly one decision per step."""
+    process, url = private_redis
+    with Server(plan_env(url, "toxiserve", plan_models)) as server:
+        body = {"canary": "v6", "steps": [20, 100], "step_seconds": 3, "min_requests": 40, "interval_seconds": 0.5}
+        started = start_plan(server.url, body)
+        with Traffic([server.url], tweets) as traffic:
+            time.sleep(1)
+            process.send_signal(signal.SIGSTOP)
+            time.sleep(3)  # six intervals: the lease (0.75 s) has long expired
+            process.send_signal(signal.SIGCONT)
+            ended = finished(server.url)
+        assert ended["status"] == "promoted", ended["outcome"]
+        assert set(traffic.statuses) == {200}  # served throughout
+        moves = [e["decision"] for e in decisions(server.url, started["id"]) if e["decision"] not in ("start", "hold")]
+        assert moves == ["advance", "promote"]
+        assert "Traceback" not in server.output()
