@@ -57,6 +57,23 @@ def quantile(buckets: list[int], q: float) -> float | None:
     return LATENCY_BASE * LATENCY_GROWTH ** (len(buckets) - 1)
 
 
+def count_above(buckets: list[int], seconds: float) -> float:
+    """How many samples of a latency histogram are slower than `seconds` (the bucket holding it
+    counted in proportion, geometrically, as `quantile` interpolates)."""
+    above = 0.0
+    for index, count in enumerate(buckets):
+        if not count:
+            continue
+        upper = LATENCY_BASE * LATENCY_GROWTH**index
+        lower = upper / LATENCY_GROWTH if index else 0.0
+        if lower >= seconds:
+            above += count
+        elif upper > seconds:
+            share = math.log(upper / seconds) / math.log(upper / lower) if lower else 1 - seconds / upper
+            above += count * share
+    return above
+
+
 @dataclass(frozen=True)
 class ArmEvidence:
     """One arm's tallies over a window of revisions."""

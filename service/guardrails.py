@@ -6,7 +6,9 @@ never passes it) or `off`. Every bound has a default (DEFAULTS); null in a plan 
 - error rate: canary 5xx rate <= stable's + max_error_rate_delta, once the canary has min_requests
   answers. It fails early once the canary's errors exceed what min_requests answers could absorb.
 - latency: canary p95 <= stable p95 x max_latency_ratio (request start to answer, in the data
-  plane, every transport), both arms with min_requests answers.
+  plane, every transport), both arms with min_requests answers. It fails only when significantly
+  more than 5 % of the canary's answers are slower than that bound (Wilson 95 % lower bound above
+  5 %); a p95 over the bound without that holds the step (a few slow answers at small counts).
 - score drift: PSI of the canary's score histogram against the stable's (10 equal-width bins,
   +0.5 per bin) <= max_score_psi, both with min_requests scores.
 - feedback (off until min_feedback is set): with min_feedback labels on both versions since the
@@ -23,8 +25,8 @@ import math
 
 import numpy as np
 
-from .evidence import ArmEvidence, quantile
-from .quality import BOOTSTRAP_RESAMPLES, LABELS, _f1s
+from .evidence import ArmEvidence, count_above, quantile
+from .quality import BOOTSTRAP_RESAMPLES, LABELS, _f1s, wilson
 
 PASS, FAIL, INSUFFICIENT, OFF = "pass", "fail", "insufficient", "off"
 
@@ -41,6 +43,7 @@ DEFAULTS = {
     "min_shadow_agreement": 0.85,
 }
 PSI_SMOOTHING = 0.5
+LATENCY_QUANTILE = 0.95
 
 
 def _report(name: str, status: str, value=None, bound=None, **numbers) -> dict:
@@ -77,7 +80,7 @@ def error_rate(canary: ArmEvidence, stable: ArmEvidence, delta: float | None, mi
 def latency(canary: ArmEvidence, stable: ArmEvidence, ratio: float | None, min_requests: int) -> dict:
     if ratio is None:
         return _report("latency", OFF)
-    canary_p95, stable_p95 = quantile(canary.latency, 0.95), quantile(stable.latency, 0.95)
+    canary_p95, stable_p95 = quantile(canary.latency, LATENCY_QUANTILE), quantile(stable.latency, LATENCY_QUANTILE)
     numbers = {
         "canary_p95_ms": None if canary_p95 is None else canary_p95 * 1000,
         "stable_p95_ms": None if stable_p95 is None else stable_p95 * 1000,
@@ -87,7 +90,17 @@ def latency(canary: ArmEvidence, stable: ArmEvidence, ratio: float | None, min_r
     if canary.answered < min_requests or stable.answered < min_requests:
         return _report("latency", INSUFFICIENT, None, ratio, **numbers)
     value = canary_p95 / stable_p95
-    return _report("latency", PASS if value <= ratio else FAIL, value, ratio, **numbers)
+    # The canary's p95 is past the bound when more than 5 % of its answers are slower than
+    # stable p95 x ratio: fail only when that share is significantly above 5 % (Wilson lower
+    # bound), so a few slow answers at small counts hold the step rather than roll it back.
+    slower = count_above(canary.latency, stable_p95 * ratio)
+    interval = wilson(round(slower), canary.answered)
+    numbers |= {"canary_share_slower": slower / canary.answered, "share_interval": interval}
+    if interval[0] > 1 - LATENCY_QUANTILE:
+        status = FAIL
+    else:
+        status = PASS if value <= ratio else INSUFFICIENT
+    return _report("latency", status, value, ratio, **numbers)
 
 
 def psi(actual: list[int], expected: list[int]) -> float:

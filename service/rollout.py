@@ -201,24 +201,27 @@ class Rollout:
             callback(state)
         log.info("rollout revision adopted", extra={"revision": state.revision, "versions": state.named})
 
-    def refresh(self) -> None:
+    def refresh(self, catch_up: int = 3) -> None:
         """The follower thread, every poll interval: read the stored state and adopt a new revision,
         loading and warming any version it names here first (this thread is off the request path;
-        requests go on under the current revision meanwhile)."""
-        try:
-            stored = self.call_store("rollout_read", self.backend.read)
-        except ToxiserveError as exc:  # the store is down (failing closed): route under what we have
-            log.warning("rollout state unreadable; routing under revision %s (%s)", self.current.revision, exc)
-            return
-        if not stored or stored["revision"] == self.current.revision:
-            return
-        try:
-            self.adopt(RolloutState.from_dict(stored))
-        except Exception as exc:  # a version that won't load here: keep serving, retry at the next poll
-            metrics.ROLLOUT_ADOPT_FAILURES.inc()
-            if self._failed_revision != stored["revision"]:  # once per revision: retries are counted, not logged
-                self._failed_revision = stored["revision"]
-                log.error("cannot adopt rollout revision %s: %s; retrying every poll", stored["revision"], exc)
+        requests go on under the current revision meanwhile). Loading can take seconds (a pickle's
+        imports): if the state moved on meanwhile, the newest is adopted at once, not a poll later."""
+        for _ in range(catch_up):
+            try:
+                stored = self.call_store("rollout_read", self.backend.read)
+            except ToxiserveError as exc:  # the store is down (failing closed): route under what we have
+                log.warning("rollout state unreadable; routing under revision %s (%s)", self.current.revision, exc)
+                return
+            if not stored or stored["revision"] == self.current.revision:
+                return
+            try:
+                self.adopt(RolloutState.from_dict(stored))
+            except Exception as exc:  # a version that won't load here: keep serving, retry at the next poll
+                metrics.ROLLOUT_ADOPT_FAILURES.inc()
+                if self._failed_revision != stored["revision"]:  # once per revision: retries are counted, not logged
+                    self._failed_revision = stored["revision"]
+                    log.error("cannot adopt rollout revision %s: %s; retrying every poll", stored["revision"], exc)
+                return
 
     def ensure_following(self) -> None:
         """Start this process's follower thread once (threads don't survive a fork). Called after

@@ -32,6 +32,16 @@ def test_latency_quantiles_come_within_a_bucket_of_the_true_ones():
     assert quantile([0] * LATENCY_BUCKETS, 0.95) is None
 
 
+def test_latency_fails_only_when_the_canary_is_significantly_slower():
+    stable = arm([0.002] * 900)
+    few_slow = guardrails.latency(arm([0.002] * 60 + [0.030] * 4), stable, 2.0, 40)
+    assert few_slow["value"] > 2 and few_slow["status"] == "insufficient"  # p95 past the bound on 4 answers: hold
+    assert few_slow["share_interval"][0] < 0.05 < few_slow["share_interval"][1]
+    many_slow = guardrails.latency(arm([0.002] * 1000 + [0.030] * 200), stable, 2.0, 40)
+    assert many_slow["status"] == "fail" and many_slow["canary_share_slower"] == pytest.approx(200 / 1200, abs=1e-6)
+    assert guardrails.latency(arm([0.002] * 900), stable, 2.0, 40)["status"] == "pass"
+
+
 def test_psi_by_hand():
     expected, actual = [50, 30, 20], [20, 30, 50]
     e = np.array(expected) + 0.5
