@@ -76,30 +76,26 @@ class Feedback:
         metrics.child(metrics.FEEDBACK, version, predicted, label).inc()
         return {"request_id": request_id, "status": "accepted", "model_version": version, "predicted": predicted}
 
-    def matrix(self, version: str, first: int, last: int) -> dict[str, dict[str, int]]:
-        """matrix[predicted][actual]: the labels received under rollout revisions first..last."""
-        counts = self._strict("feedback", self.store.feedback.counts, version)
+    def _matrix(self, counts: dict[str, int], revisions) -> dict[str, dict[str, int]]:
+        """matrix[predicted][actual] of the counted cells whose revision satisfies `revisions`."""
         cells = {p: dict.fromkeys(LABELS, 0) for p in LABELS}
         for cell, n in counts.items():
             revision, predicted, actual = cell.split("|")
-            if first <= int(revision) <= last and predicted in cells and actual in LABELS:
+            if predicted in cells and actual in LABELS and revisions(int(revision)):
                 cells[predicted][actual] += n
         return cells
+
+    def matrix(self, version: str, first: int, last: int) -> dict[str, dict[str, int]]:
+        """matrix[predicted][actual]: the labels received under rollout revisions first..last."""
+        counts = self._strict("feedback", self.store.feedback.counts, version)
+        return self._matrix(counts, lambda revision: first <= revision <= last)
 
     def quality(self, version: str, revision: int) -> dict:
         """All time, and the labels received under `revision` (the rollout's current step)."""
         counts = self._strict("feedback", self.store.feedback.counts, version)
-        everything = {p: dict.fromkeys(LABELS, 0) for p in LABELS}
-        current = {p: dict.fromkeys(LABELS, 0) for p in LABELS}
-        for cell, n in counts.items():
-            cell_revision, predicted, actual = cell.split("|")
-            if predicted in everything and actual in LABELS:
-                everything[predicted][actual] += n
-                if int(cell_revision) == revision:
-                    current[predicted][actual] += n
         return {
             "model_version": version,
             "intervals": INTERVALS,
-            "all_time": report(everything),
-            "current_revision": {"revision": revision, **report(current)},
+            "all_time": report(self._matrix(counts, lambda _: True)),
+            "current_revision": {"revision": revision, **report(self._matrix(counts, lambda r: r == revision))},
         }

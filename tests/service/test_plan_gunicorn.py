@@ -26,7 +26,10 @@ import requests
 from .bad_canaries import build, dataset_rows
 from .conftest import API_KEY, AUTH, REDIS_URL, isolated_store, redis_reachable
 from .server import REPO_ROOT, Server
-from .test_gunicorn_faults import private_redis  # noqa: F401 - a Redis of the test's own, to hang
+from .test_gunicorn_faults import (
+    private_redis,  # noqa: F401 - a Redis of the test's own, to hang
+    wait_for,
+)
 from .test_rollout import ADMIN
 from .test_rollout_gunicorn import env_for
 
@@ -108,19 +111,9 @@ def plan(url: str) -> dict:
     return requests.get(f"{url}/admin/rollout/plan", headers=ADMIN, timeout=30).json()
 
 
-def wait_for(condition, what: str, timeout: float = PLAN_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def finished(url: str) -> dict:
     """The plan once it ended (a 503 while the store is down is not an end)."""
-    return wait_for(lambda: (found := plan(url)).get("status") not in (None, "running") and found, "it never ended")
+    return wait_for(lambda: (found := plan(url)).get("status") not in (None, "running") and found, PLAN_TIMEOUT, 0.2)
 
 
 def decisions(url: str, plan_id: str) -> list[dict]:
@@ -191,7 +184,7 @@ def test_two_hosts_on_one_redis_promote_the_good_canary_through_every_step(plan_
     with Server(env) as first, Server(env) as second:
         body = {"canary": "v2", "steps": [20, 50, 100], "step_seconds": 1, "min_requests": 100, "interval_seconds": 0.5}
         started = start_plan(first.url, body)
-        holder = wait_for(lambda: plan(first.url).get("controller"), "no controller took the lease")
+        holder = wait_for(lambda: plan(first.url).get("controller"), PLAN_TIMEOUT, 0.2)
         pid = int(holder["owner"].split(":")[1])
         assert pid in first.worker_pids() + second.worker_pids()
         idle = first if pid in first.worker_pids() else second  # the controller's host gets no traffic
@@ -217,7 +210,7 @@ def test_the_controller_sigkilled_mid_plan_is_replaced_and_the_plan_finishes(pla
         body = {"canary": "v6", "steps": [20, 50, 100], "step_seconds": 2, "min_requests": 40, "interval_seconds": 0.5}
         started = start_plan(server.url, body)
         with Traffic([server.url], tweets) as traffic:
-            wait_for(lambda: plan(server.url)["step"] >= 1, "the plan never reached its second step")
+            wait_for(lambda: plan(server.url)["step"] >= 1, PLAN_TIMEOUT, 0.2)
             victim = plan(server.url)["controller"]["owner"]
             os.kill(int(victim.split(":")[1]), signal.SIGKILL)
             killed_at = time.time()
@@ -282,4 +275,23 @@ def test_a_hung_store_mid_plan_holds_every_decision_and_the_plan_resumes(plan_mo
         assert set(traffic.statuses) == {200}  # served throughout
         moves = [e["decision"] for e in decisions(server.url, started["id"]) if e["decision"] not in ("start", "hold")]
         assert moves == ["advance", "promote"]
+        assert "Traceback" not in server.output()
+
+
+def test_a_sighup_mid_plan_replaces_every_worker_and_the_plan_finishes(plan_models, tweets):
+    """SIGHUP: gunicorn starts new workers and stops the old ones gracefully. The plan lives in the
+    store, the old lease holder gives its lease up as it exits, and new workers finish the plan."""
+    with Server(plan_env(isolated_store(), "toxiserve", plan_models)) as server:
+        body = {"canary": "v6", "steps": [20, 50, 100], "step_seconds": 2, "min_requests": 40, "interval_seconds": 0.5}
+        started = start_plan(server.url, body)
+        with Traffic([server.url], tweets) as traffic:
+            wait_for(lambda: plan(server.url)["step"] >= 1, PLAN_TIMEOUT, 0.2)
+            old_workers = set(server.worker_pids())
+            server.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: not old_workers & set(server.worker_pids()), PLAN_TIMEOUT, 0.2)
+            ended = finished(server.url)
+        assert ended["status"] == "promoted", ended["outcome"]
+        assert set(traffic.statuses) <= {200, "dropped"} and traffic.statuses[200] > 0
+        last = decisions(server.url, started["id"])[-1]
+        assert last["decision"] == "promote" and int(last["controller"].split(":")[1]) not in old_workers
         assert "Traceback" not in server.output()
