@@ -21,16 +21,23 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
         }
         for c in (0, 1)
     }
+    both = len(np.unique(labels)) == 2  # ROC-AUC needs both classes (an all-toxic source has none)
     return {
-        "roc_auc": round(float(roc_auc_score(labels, scores)), 4),
+        "roc_auc": round(float(roc_auc_score(labels, scores)), 4) if both else None,
         "macro_f1": round(float(f1.mean()), 4),
         "threshold": threshold,
         "classes": per_class,
     }
 
 
-def choose_threshold(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray | None = None) -> float:
-    """The threshold on a 0.01 grid that maximises macro-F1 (ties: the one nearest 0.5)."""
+def choose_threshold(
+    labels: np.ndarray, scores: np.ndarray, grid: np.ndarray | None = None, sample_weight: np.ndarray | None = None
+) -> float:
+    """The threshold on a 0.01 grid that maximises (weighted) macro-F1 (ties: the one nearest 0.5)."""
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2) if grid is None else grid
-    best = max(grid, key=lambda t: (f1_score(labels, (scores >= t).astype(int), average="macro"), -abs(t - 0.5)))
-    return float(best)
+
+    def quality(t: float) -> tuple[float, float]:
+        predicted = (scores >= t).astype(int)
+        return f1_score(labels, predicted, average="macro", sample_weight=sample_weight), -abs(t - 0.5)
+
+    return float(max(grid, key=quality))

@@ -17,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer
 from .text import normalize_texts
 from .tokenizers import ANALYZER_NAMES, TOKENIZERS, make_tokenizer
 
-_ANALYZER_KEYS = ("analyzer", "ngram_range", "token_pattern")
+_ANALYZER_KEYS = ("analyzer", "ngram_range", "token_pattern", "identity_terms", "group_unigram")
 # Options a callable analyzer makes scikit-learn ignore: refused rather than silently dropped.
 _IGNORED_WITH_OUR_ANALYZER = ("preprocessor", "tokenizer", "stop_words", "strip_accents")
 
@@ -28,7 +28,7 @@ def analyzer_for(vectorizer_params: dict[str, Any]):
     name = ANALYZER_NAMES.get(name, name)
     if name not in TOKENIZERS:
         raise ValueError(f"unsupported analyzer {name!r}; choose one of {sorted(ANALYZER_NAMES)}")
-    params = {key: vectorizer_params[key] for key in ("ngram_range", "token_pattern") if key in vectorizer_params}
+    params = {key: vectorizer_params[key] for key in _ANALYZER_KEYS[1:] if key in vectorizer_params}
     return make_tokenizer(name, params)
 
 

@@ -73,6 +73,8 @@ def test_upstream_file_with_a_label_mapping_trains_the_same_model(runner, tiny_c
     assert result.exit_code == 0, result.output
     plain, from_upstream = (json.loads((tmp_path / d / "t" / "v1" / "manifest.json").read_text()) for d in "ab")
     assert from_upstream["data_only"]["files"] == plain["data_only"]["files"]  # byte-identical scorer
+    # The same figures, the per-source ones keyed by each file's own name.
+    assert list(from_upstream["metrics"].pop("sources").values()) == list(plain["metrics"].pop("sources").values())
     assert from_upstream["metrics"] == plain["metrics"]
     assert from_upstream["training_data"]["source"] == "labeled_data.csv"
 
@@ -154,7 +156,10 @@ def test_subprocess_train_reproduces_shipped_v1(shared_data, shipped_registry, t
     assert proc.returncode == 0, proc.stderr
     retrained = load_artifact(tmp_path / "toxicity" / "v1", allow_pickle=False)
     shipped = shipped_registry.load("toxicity", "v1")
+    # v1 predates per-source figures: the rest are the same, and its one source's are the pooled ones.
+    per_source = retrained.manifest["metrics"].pop("sources")
     assert retrained.manifest["metrics"] == shipped.manifest["metrics"]
+    assert per_source == {shared_data.name: shipped.manifest["metrics"]}
     assert retrained.manifest["data_only"]["verified"]["max_abs_difference"] <= 1e-12
     assert retrained.manifest["params"] == shipped.manifest["params"]
     texts = ["you are a moron", "have a nice day", "@user http://x.co lol"]

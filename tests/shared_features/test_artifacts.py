@@ -60,7 +60,15 @@ def test_manifest_contents(tiny_model_root, tiny_csv):
     manifest = json.loads((tiny_model_root / "toxicity" / "v1" / "manifest.json").read_text())
     assert REQUIRED_MANIFEST_KEYS <= manifest.keys()
     assert manifest["sha256"] == sha256_file(tiny_model_root / "toxicity" / "v1" / "model.joblib")
-    assert manifest["training_data"] == {"sha256": sha256_file(tiny_csv), "rows": 400, "source": "tiny.csv"}
+    training_data = manifest["training_data"]
+    assert {k: training_data[k] for k in ("sha256", "rows", "source")} == {
+        "sha256": sha256_file(tiny_csv),
+        "rows": 400,
+        "source": "tiny.csv",
+    }
+    (only,) = training_data["sources"]  # one file is a one-source spec
+    assert only["sha256"] == sha256_file(tiny_csv) and only["file"] == "tiny.csv"
+    assert only["splits"] == manifest["splits"] and sum(only["rows_used"].values()) == manifest["splits"]["train"]
     assert set(manifest["libraries"]) == {"python", "scikit-learn", "numpy", "joblib"}
     assert manifest["libraries"] == library_versions()
     test_metrics = manifest["metrics"]["test"]
