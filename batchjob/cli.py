@@ -84,6 +84,15 @@ def cli(ctx: click.Context, model_dir: Path, on_version_mismatch: str, debug: bo
     ctx.obj = JobContext(model_dir=model_dir, on_version_mismatch=on_version_mismatch, debug=debug)
 
 
+def data_root_option(command):
+    return click.option(
+        "--data-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="TOXISERVE_DATA_ROOT",
+        help="Where a data spec's relative paths point (default: ../shared/data beside the repository).",
+    )(command)
+
+
 def _parse_threshold(ctx, param, value: str) -> float | None:
     if value == "auto":
         return None
@@ -120,12 +129,19 @@ def _parse_params(ctx, param, value: str | None) -> dict | None:
 @cli.command()
 @click.option(
     "--data",
-    "data_path",
-    required=True,
+    "data_paths",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="TOXISERVE_TRAIN_DATA",
-    help="Labeled CSV or Parquet file.",
+    help="Labeled CSV or Parquet file; repeat it for several sources (each gets its own seeded split).",
 )
+@click.option(
+    "--data-spec",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON spec of several sources (columns, label mapping, split column, weight, cap per source), "
+    "e.g. models/toxicity/sources.json. Instead of --data.",
+)
+@data_root_option
 @click.option("--name", required=True, help="Model name (a directory under the model root).")
 @click.option("--version", "version", required=True, help="Model version, e.g. v3; artifacts are immutable.")
 @click.option(
@@ -143,8 +159,8 @@ def _parse_params(ctx, param, value: str | None) -> dict | None:
     callback=_parse_threshold,
     help="Decision threshold, or 'auto' to choose it on the validation split.",
 )
-@click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
-@click.option("--label-column", default="label", show_default=True, help="Column holding the labels.")
+@click.option("--text-column", default="text", show_default=True, help="Column holding the text (--data).")
+@click.option("--label-column", default="label", show_default=True, help="Column holding the labels (--data).")
 @click.option(
     "--positive-labels",
     callback=_parse_label_values,
@@ -163,7 +179,9 @@ def _parse_params(ctx, param, value: str | None) -> dict | None:
 @click.pass_obj
 def train(
     job: JobContext,
-    data_path,
+    data_paths,
+    data_spec,
+    data_root,
     name,
     version,
     preset,
@@ -178,22 +196,31 @@ def train(
 ) -> None:
     """Train a model from labeled data and write a versioned artifact with its manifest.
 
-    The artifact holds the data-only scorer the service loads (checked against predict_proba on the
-    validation split to 1e-12, or nothing is written) and the pickled pipeline.
+    One or more --data files, or a --data-spec of several sources. Each source keeps its own
+    held-out split; no training row equals another source's evaluation row. The artifact holds the
+    data-only scorer the service loads (checked against predict_proba on every held-out row to
+    1e-12, or nothing is written) and the pickled pipeline. Progress goes to stderr.
     """
-    from shared_features.dataset import read_labeled
-    from shared_features.training import train_model
+    from shared_features.training import as_source_data, train_sources
 
-    output_root = output_dir
-    target = output_root / name / version
+    if bool(data_paths) == bool(data_spec):
+        raise click.UsageError("give --data (one or more files) or --data-spec, not both and not neither")
+    target = output_dir / name / version
     if target.exists() and not force:
         raise click.UsageError(f"{target} exists; versions are immutable (pass --force to overwrite)")
     try:
         resolved = resolve_params(preset, params)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--params") from None
-    data = read_labeled(data_path, text_column, label_column, fmt, positive_labels)
-    manifest = train_model(data, name, version, resolved, output_root, threshold=threshold, preset=preset)
+    if data_spec:
+        datas = _load_spec(data_spec, data_root, progress)
+    else:
+        from shared_features.dataset import read_labeled
+
+        if len({path.name for path in data_paths}) != len(data_paths):
+            raise click.UsageError("each --data file needs its own file name (sources are named by it)")
+        datas = [as_source_data(read_labeled(p, text_column, label_column, fmt, positive_labels)) for p in data_paths]
+    manifest = train_sources(datas, name, version, resolved, output_dir, threshold, preset, progress=progress)
     summary = {key: manifest[key] for key in ("name", "version", "threshold", "sha256", "size_bytes")}
     summary["path"] = str(target)
     summary["test_metrics"] = manifest["metrics"]["test"]
@@ -227,6 +254,22 @@ def export(job: JobContext, name, version, data_path, text_column, fmt) -> None:
     texts = read_texts(data_path, text_column, fmt)
     manifest = export_data_only(directory, texts, job.on_version_mismatch)
     click.echo(json.dumps({"path": str(directory), **manifest["data_only"]}, indent=2))
+
+
+def progress(message: str) -> None:
+    """A stage of a long command, on stderr (stdout carries only the JSON result)."""
+    click.echo(f"batchjob: {message}", err=True)
+
+
+def _load_spec(path: Path, data_root: Path | None, say):
+    from shared_features.sources import load_source, read_spec
+
+    sources = read_spec(path)
+    datas = []
+    for source in sources:
+        say(f"reading source {source.name}")
+        datas.append(load_source(source, data_root))
+    return datas
 
 
 def input_options(command):
@@ -436,6 +479,11 @@ def drift(
     )
     if fail_on_drift and report["drifted"]:
         raise SystemExit(EXIT_DRIFTED)
+
+
+from .evaluate_cmd import evaluate  # noqa: E402 - registered on the group defined above
+
+cli.add_command(evaluate)
 
 
 def main() -> None:

@@ -89,11 +89,15 @@ SETTINGS: tuple[Setting, ...] = (
     # --- models ---
     S("MODEL_DIR", _model_root, "the only directory models are loaded from", readme_default="`models/`"),
     S("MODEL_NAME", "toxicity", "model under the model dir"),
-    S("STABLE_VERSION", "v1", "the router's stable arm: seeds the rollout state on the very first start"),
-    S("CANARY_VERSION", "v2", "the router's canary arm: seeds the rollout state on the very first start"),
+    S("STABLE_VERSION", "v3", "the router's stable arm: seeds the rollout state on the very first start"),
+    S(
+        "CANARY_VERSION",
+        "v2",
+        "the router's canary arm: seeds the rollout state on the very first start (loaded, so `/v2/predict` answers)",
+    ),
     S(
         "CANARY_PERCENT",
-        10.0,
+        0.0,
         "canary share of routed traffic (fractions allowed): seeds the rollout state",
         float,
         0,

@@ -160,6 +160,14 @@ def save_artifact(
     return full
 
 
+def update_manifest(directory: str | os.PathLike, changes: dict[str, Any]) -> dict[str, Any]:
+    """Add or replace top-level manifest fields (evaluation figures); the artifact files are untouched."""
+    directory = Path(directory)
+    manifest = {**read_manifest(directory), **changes}
+    _write_manifest(directory, manifest)
+    return manifest
+
+
 def export_data_only(directory: str | os.PathLike, check_texts: list[str], on_version_mismatch: str = "error") -> dict:
     """Add a data-only scorer to an existing artifact (verified like training's); returns the manifest."""
     directory = Path(directory)

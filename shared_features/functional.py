@@ -107,15 +107,22 @@ def _fill(template: str, group: dict | None, slots: dict, rng: random.Random) ->
 
 
 def generate(half: str | None = None, path: str = str(TEMPLATES_FILE)) -> list[Case]:
-    """Every case of the suite, or of one half."""
+    """Every case of the suite, or of one half. A train case whose text a held-out template also
+    makes (a fixed word in one, a slot word in the other) is left out: the halves never share a text."""
+    cases = _generate_all(path)
+    held = {case.text for case in cases if case.half == "heldout"}
+    cases = [case for case in cases if case.half == "heldout" or case.text not in held]
+    return cases if half is None else [case for case in cases if case.half == half]
+
+
+@cache
+def _generate_all(path: str) -> tuple[Case, ...]:
     spec = read_templates(path)
     cases: list[Case] = []
     for functionality in spec["functionalities"]:
         fid, label = functionality["id"], int(functionality["label"] == "toxic")
         rule = fid.removeprefix("spell_") if fid.startswith("spell_") else None
         for index, template in enumerate(functionality["templates"]):
-            if half is not None and half_of(index) != half:
-                continue
             groups = spec["groups"].items() if functionality["crossed_with_groups"] else [(None, None)]
             fills = FILLS_PER_GROUP if functionality["crossed_with_groups"] else FILLS_UNCROSSED
             seen: set[str] = set()
@@ -129,7 +136,7 @@ def generate(half: str | None = None, path: str = str(TEMPLATES_FILE)) -> list[C
                     if text not in seen:
                         seen.add(text)
                         cases.append(Case(text, label, fid, group_name, index, half_of(index)))
-    return cases
+    return tuple(cases)
 
 
 def functionalities(path: str = str(TEMPLATES_FILE)) -> list[dict]:

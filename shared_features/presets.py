@@ -25,6 +25,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "analyzer": "robust_word",
             "ngram_range": [1, 2],
             "identity_terms": None,  # filled from IDENTITY_TERMS below
+            "group_unigram": False,  # naming a group is context for n-grams, never a score by itself
             "min_df": 2,
             "sublinear_tf": True,
         },

@@ -42,7 +42,7 @@ DEFAULT_LABELS = {"toxic": ("1", "toxic"), "clean": ("0", "clean")}
 USES = ("train", "eval")
 KINDS = ("file", "functional")
 _SOURCE_KEYS = {"name", "path", "kind", "text_column", "label_column", "labels", "split_column", "splits"}
-_SOURCE_KEYS |= {"weight", "cap", "use", "format"}
+_SOURCE_KEYS |= {"weight", "cap", "use", "format", "license", "attribution", "origin"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class Source:
     cap: int | None = None
     use: str = "train"
     format: str | None = None
+    # Credit that the model card must carry (the licenses ask for attribution).
+    license: str | None = None
+    attribution: str | None = None
+    origin: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records of the spec (paths as given, never resolved)."""
@@ -69,6 +73,8 @@ class Source:
             "weight": self.weight,
             "cap": self.cap,
             "use": self.use,
+            "license": self.license,
+            "attribution": self.attribution,
         }
 
 

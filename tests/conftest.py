@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -12,6 +13,14 @@ from click.testing import CliRunner
 from shared_features import ModelRegistry, resolve_params
 from shared_features.dataset import read_labeled
 from shared_features.training import train_model
+
+# The routing and rollout tests exercise arms v1 (stable) and v2 (canary, 10 %), as the defaults
+# were when they were written; they name them here, through the environment that create_app and
+# every server these tests start read. The shipped defaults (v3 stable, v2 at 0 %) have their own
+# tests (tests/service/test_shipped_defaults.py), which set these back.
+PINNED_ARMS = {"TOXISERVE_STABLE_VERSION": "v1", "TOXISERVE_CANARY_VERSION": "v2", "TOXISERVE_CANARY_PERCENT": "10"}
+for _name, _value in PINNED_ARMS.items():
+    os.environ.setdefault(_name, _value)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO_ROOT / "models"

@@ -20,7 +20,7 @@ def train(runner, model_dir, data, version, *extra, name="t"):
 def test_train_writes_a_loadable_artifact(runner, tiny_csv, tmp_path):
     result = train(runner, tmp_path, tiny_csv, "v9", "--preset", "char-ngrams", "--threshold", "auto")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     model = load_artifact(tmp_path / "t" / "v9")
     assert summary["sha256"] == model.sha256 and summary["threshold"] == model.threshold
     assert model.manifest["preset"] == "char-ngrams"
@@ -103,7 +103,7 @@ def test_export_adds_a_verified_data_only_scorer(runner, tiny_csv, tiny_model_ro
     args = ["--model-dir", str(tmp_path), "export", "--version", "v2", "--data", str(tiny_csv)]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["verified"]["rows"] == 400
+    assert json.loads(result.stdout)["verified"]["rows"] == 400
     exported = load_artifact(tmp_path / "toxicity" / "v2", allow_pickle=False)
     texts = pd.read_csv(tiny_csv)["text"].tolist()[:50] + ["unseen", ""]
     reference = load_artifact(tiny_model_root / "toxicity" / "v2").score(texts)

@@ -8,7 +8,7 @@ from shared_features.training import split
 
 
 def test_shipped_models_load_with_verified_checksums(shipped_registry):
-    assert shipped_registry.versions("toxicity") == ["v1", "v2"]
+    assert shipped_registry.versions("toxicity") == ["v1", "v2", "v3"]
     v1 = shipped_registry.load("toxicity", "v1")
     v2 = shipped_registry.load("toxicity", "v2")
     assert v1.threshold == 0.5

@@ -1,0 +1,63 @@
+"""`batchjob evaluate`: every figure of a model card, computed on held-out data, written to the
+version's manifest (`evaluation`) and to its MODEL_CARD.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from shared_features.layout import DEFAULT_MODEL_ROOT
+
+
+@click.command()
+@click.option("--name", default="toxicity", show_default=True, help="Model name.")
+@click.option("--version", "version", required=True, help="Model version to evaluate, e.g. v3.")
+@click.option(
+    "--data-spec",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sources to evaluate on (default: <model dir>/<name>/sources.json, the same for every version, "
+    "so the cards compare).",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="TOXISERVE_DATA_ROOT",
+    help="Where the spec's relative paths point (default: ../shared/data beside the repository).",
+)
+@click.option("--card/--no-card", default=True, show_default=True, help="Write MODEL_CARD.md beside the manifest.")
+@click.pass_obj
+def evaluate(job, name: str, version: str, data_spec: Path | None, data_root: Path | None, card: bool) -> None:
+    """Evaluate a model version: per-source held-out metrics, the functional suite per
+    functionality (its held-out templates), and bias per identity group (subgroup, BPSN, BNSP AUC).
+
+    Writes the figures into the version's manifest under `evaluation` and regenerates its
+    MODEL_CARD.md, which compares every evaluated version of the model. The JSON of the bar
+    (targets met or not) goes to stdout; progress to stderr.
+    """
+    from shared_features.artifacts import read_manifest, update_manifest, write_atomic
+    from shared_features.model_card import render_card, write_card
+    from shared_features.model_eval import evaluate_model
+    from shared_features.sources import read_spec
+
+    from .cli import _load_spec, progress
+
+    registry = job.registry()
+    directory = registry.path(name, version)
+    spec_path = data_spec or Path(job.model_dir) / name / "sources.json"
+    if not spec_path.is_file():
+        spec_path = DEFAULT_MODEL_ROOT / name / "sources.json"
+    model = registry.load(name, version)
+    datas = _load_spec(spec_path, data_root, progress)
+    evaluation = evaluate_model(model, datas, progress)
+    manifest = update_manifest(directory, {"evaluation": evaluation})
+    if card:
+        compared = {}
+        for other in registry.versions(name):
+            other_manifest = manifest if other == version else read_manifest(registry.path(name, other))
+            if "evaluation" in other_manifest:
+                compared[other] = other_manifest["evaluation"]
+        path = write_card(directory, render_card(manifest, read_spec(spec_path), compared), write_atomic)
+        progress(f"wrote {path}")
+    click.echo(json.dumps({"name": name, "version": version, "targets": evaluation["targets"]}, indent=2))

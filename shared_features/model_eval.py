@@ -1,0 +1,157 @@
+"""Everything a model card reports, computed from data the model was not tuned on.
+
+- per source: the held-out test rows (and validation rows, which chose the threshold) of every
+  training source of the spec, and every row of an evaluation-only source;
+- the functional suite per functionality: the held-out half of the templates (what the card
+  judges) and, for comparison, the train half;
+- bias per identity group (`bias.py`): on each evaluation-only source that has both classes (the
+  identity templates) and on the held-out real data (every training source's test rows but the
+  functional suite's).
+
+Every version is evaluated on the same rows, so the cards compare. A source that the model was
+trained on reports its own test split; one it never saw reports the same rows as held out.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from .artifacts import LoadedModel
+from .bias import bias_metrics, mentions, worst
+from .evaluation import evaluate
+from .functional import functionalities, generate
+from .sources import SourceData
+
+REAL_HELD_OUT = "held-out real data"
+# What the card states as this round's bar for a servable model (issue: a model people can trust).
+TARGETS = {
+    "functional_toxic_flagged": 0.90,
+    "functional_clean_kept": 0.90,
+    "functional_worst": 0.75,
+    "davidson_roc_auc": 0.97,
+    "worst_bpsn_auc": 0.90,
+}
+
+
+def _flag_rate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """For a source with one class only: the share the model gets right (no AUC exists)."""
+    right = (scores >= threshold) == (labels == 1)
+    return {"rows": int(len(labels)), "correct": round(float(right.mean()), 4) if len(labels) else None}
+
+
+def evaluate_sources(model: LoadedModel, datas: list[SourceData], say) -> dict[str, dict]:
+    report: dict[str, dict] = {}
+    for data in datas:
+        say(f"scoring {data.source.name}")
+        parts = ("validation", "test") if data.source.use == "train" else ("all",)
+        figures: dict[str, Any] = {"use": data.source.use}
+        for part in parts:
+            texts, labels = (data.texts, data.labels) if part == "all" else data.part(part)
+            if not texts:
+                continue
+            scores = model.score(texts)
+            name = "test" if part == "all" else part
+            if len(np.unique(labels)) == 2:
+                figures[name] = evaluate(labels, scores, model.threshold)
+            else:
+                figures[name] = _flag_rate(labels, scores, model.threshold)
+        report[data.source.name] = figures
+    return report
+
+
+def evaluate_functional(model: LoadedModel) -> dict[str, Any]:
+    """Pass rates per functionality, for each half of the suite."""
+    described = {f["id"]: f for f in functionalities()}
+    result: dict[str, Any] = {}
+    for half in ("heldout", "train"):
+        cases = generate(half)
+        labels = np.array([case.label for case in cases])
+        correct = (model.score([case.text for case in cases]) >= model.threshold) == (labels == 1)
+        passed: dict[str, list[bool]] = defaultdict(list)
+        by_group: dict[str, list[bool]] = defaultdict(list)
+        for case, ok in zip(cases, correct.tolist(), strict=True):
+            passed[case.functionality].append(ok)
+            if case.group:
+                by_group[case.group].append(ok)
+        result[half] = {
+            "cases": len(cases),
+            "toxic_flagged": round(float(correct[labels == 1].mean()), 4),
+            "clean_kept": round(float(correct[labels == 0].mean()), 4),
+            "functionalities": {
+                fid: {
+                    "label": described[fid]["label"],
+                    "description": described[fid]["description"],
+                    "cases": len(oks),
+                    "passed": round(float(np.mean(oks)), 4),
+                }
+                for fid, oks in passed.items()
+            },
+            "groups": {group: round(float(np.mean(oks)), 4) for group, oks in sorted(by_group.items())},
+        }
+    return result
+
+
+def evaluate_bias(model: LoadedModel, datas: list[SourceData], say) -> dict[str, dict]:
+    sets: dict[str, tuple[list[str], np.ndarray]] = {}
+    for data in datas:
+        if data.source.use == "eval" and len(np.unique(data.labels)) == 2:
+            sets[data.source.name] = (data.texts, data.labels)
+    real_texts: list[str] = []
+    real_labels: list[np.ndarray] = []
+    for data in datas:
+        if data.source.use == "train" and data.source.kind == "file":
+            texts, labels = data.part("test")
+            real_texts += texts
+            real_labels.append(labels)
+    if real_texts:
+        sets[REAL_HELD_OUT] = (real_texts, np.concatenate(real_labels))
+    report = {}
+    for name, (texts, labels) in sets.items():
+        say(f"bias metrics on {name}")
+        groups = bias_metrics(labels, model.score(texts), mentions(texts))
+        report[name] = {
+            "rows": len(texts),
+            "groups": groups,
+            "worst_bpsn": worst(groups, "bpsn_auc"),
+            "worst_bnsp": worst(groups, "bnsp_auc"),
+            "worst_subgroup": worst(groups, "subgroup_auc"),
+        }
+    return report
+
+
+def targets_met(evaluation: dict[str, Any]) -> dict[str, dict]:
+    """Each bar with the measured value and whether it is met (None where nothing measured it)."""
+    held = evaluation["functional"]["heldout"]
+    worst_functionality = min(f["passed"] for f in held["functionalities"].values())
+    davidson = evaluation["sources"].get("davidson2017", {}).get("test", {}).get("roc_auc")
+    bpsn = [b["worst_bpsn"][1] for b in evaluation["bias"].values() if b["worst_bpsn"][1] is not None]
+    measured = {
+        "functional_toxic_flagged": held["toxic_flagged"],
+        "functional_clean_kept": held["clean_kept"],
+        "functional_worst": worst_functionality,
+        "davidson_roc_auc": davidson,
+        "worst_bpsn_auc": min(bpsn) if bpsn else None,
+    }
+    return {
+        key: {"value": value, "target": TARGETS[key], "met": None if value is None else value >= TARGETS[key]}
+        for key, value in measured.items()
+    }
+
+
+def evaluate_model(model: LoadedModel, datas: list[SourceData], progress=None) -> dict[str, Any]:
+    say = progress or (lambda message: None)
+    evaluation: dict[str, Any] = {
+        "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "threshold": model.threshold,
+        "data": [{"name": d.source.name, "sha256": d.sha256, "rows": len(d.texts), "use": d.source.use} for d in datas],
+        "sources": evaluate_sources(model, datas, say),
+    }
+    say("functional suite")
+    evaluation["functional"] = evaluate_functional(model)
+    evaluation["bias"] = evaluate_bias(model, datas, say)
+    evaluation["targets"] = targets_met(evaluation)
+    return evaluation
