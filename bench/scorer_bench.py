@@ -9,6 +9,10 @@ For each shipped model and batch size, the median microseconds per text of:
   the path the service and the batch job took before the data-only scorer.
 Texts are real dataset rows, normalised once beforehand (every path gets normalised text). The
 crossover (first size where vectorised beats per-text) is what `PER_TEXT_MAX_BATCH` encodes.
+
+First, the hot path's bound: each version's one-text cost (`per_text`, one text per call, over
+the same texts) against v1's, in interleaved rounds of one run, as the median of the rounds'
+ratios. v3's must stay at or below 2x v1's (`--hot-path-only` prints just this).
 """
 
 from __future__ import annotations
@@ -40,15 +44,50 @@ def per_text_us(fn, texts: list[str], budget: float) -> float:
     return statistics.median(samples)
 
 
+HOT_PATH_BOUND = 2.0  # v3's one-text cost over v1's (issue: a model people can trust)
+
+
+def hot_path(registry, texts: list[str], versions: list[str], rounds: int) -> dict[str, float]:
+    """Median over interleaved rounds of each version's µs per text, one text per call; and the
+    median of the per-round ratios to v1 (a ratio within one round cancels the machine's drift)."""
+    models = {version: registry.load("toxicity", version) for version in versions}
+    sample = texts[:2000]
+    timings: dict[str, list[float]] = {version: [] for version in versions}
+    for _ in range(rounds):
+        for version, model in models.items():
+            score = model.scorer.per_text
+            started = time.perf_counter()
+            for text in sample:
+                score([text])
+            timings[version].append((time.perf_counter() - started) / len(sample) * 1e6)
+    print("\n## hot path: one text per call, µs per text (median of rounds), and the ratio to v1")
+    print("| version | µs per text | / v1 |")
+    print("|---|---|---|")
+    ratios = {}
+    for version in versions:
+        ratios[version] = statistics.median(t / b for t, b in zip(timings[version], timings["v1"], strict=True))
+        print(f"| {version} | {statistics.median(timings[version]):.1f} | {ratios[version]:.2f} |")
+    if "v3" in ratios:
+        verdict = "within" if ratios["v3"] <= HOT_PATH_BOUND else "ABOVE"
+        print(f"v3 / v1 = {ratios['v3']:.2f}: {verdict} the bound of {HOT_PATH_BOUND:g}x")
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=0.4, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds of the hot-path comparison")
+    parser.add_argument("--hot-path-only", action="store_true", help="only the hot path against v1")
     args = parser.parse_args()
     # A random sample, so small batches are typical tweets rather than the file's first rows.
     texts = normalize_texts(pd.read_csv(DATASET)["text"].sample(frac=1.0, random_state=0).tolist())
     registry = ModelRegistry()
     print(f"# {machine()}; median µs per text")
-    for version in ("v1", "v2"):
+    versions = registry.versions("toxicity")
+    hot_path(registry, texts, versions, args.rounds)
+    if args.hot_path_only:
+        return
+    for version in versions:
         model = registry.load("toxicity", version)
         sklearn_steps = joblib.load(model.path / "model.joblib")[1:]
         paths = {

@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_table_is_the_declared_settings():
-    assert markdown_table() in README.read_text(), "README's table is stale: paste `python -m service.settings`"
+    assert markdown_table() in README.read_text(), "README's table is stale: paste `python -m service.print_settings`"
 
 
 def test_every_setting_the_app_reads_has_a_flask_default():
