@@ -40,7 +40,7 @@ DERIVED = ("sha256", "size_bytes", "libraries", "serializer", "data_only", "feat
 
 
 def build_models(root: Path) -> Path:
-    """Shipped models + v3 (inverted labels, trained by `batchjob train`), v4 (raises), v5 (sleeps), v6 (= v1)."""
+    """Shipped models + v10 (inverted labels, trained by `batchjob train`), v4 (raises), v5 (sleeps), v6 (= v1)."""
     import joblib
 
     from shared_features import save_artifact
@@ -50,7 +50,7 @@ def build_models(root: Path) -> Path:
     models = root / "models"
     shutil.copytree(REPO / "models", models)
     subprocess.run(
-        [str(BIN / "batchjob"), "train", "--data", str(DATASET), "--name", "toxicity", "--version", "v3"]
+        [str(BIN / "batchjob"), "train", "--data", str(DATASET), "--name", "toxicity", "--version", "v10"]
         + ["--preset", "word-ngrams", "--positive-labels", "0", "--threshold", "0.5", "--output-dir", str(models)],
         check=True,
         capture_output=True,
@@ -164,8 +164,8 @@ def main() -> None:
     cases = [
         ("v4 raises on 10 % of texts", "v4", {}),
         ("v5 sleeps 50 ms", "v5", {}),
-        ("v3 inverted labels, feedback only", "v3", {"max_score_psi": None, "min_feedback": 100}),
-        ("v3 inverted labels, score PSI only", "v3", {}),
+        ("v10 inverted labels, feedback only", "v10", {"max_score_psi": None, "min_feedback": 100}),
+        ("v10 inverted labels, score PSI only", "v10", {}),
     ]
     with Target(REPO, env) as target:
         for name, canary, guardrails in cases:

@@ -142,8 +142,8 @@ BAD_PLAN = {"steps": [25, 50, 100], "step_seconds": 30, "min_requests": 40, "int
     [
         ("v4", {}, False, {"error_rate"}),  # raises on some texts
         ("v5", {}, False, {"latency"}),  # sleeps
-        ("v3", {"max_score_psi": None, "min_feedback": 40}, True, {"feedback_f1"}),  # inverted labels
-        ("v3", {}, False, {"score_psi"}),  # inverted labels, seen in its scores alone
+        ("v10", {"max_score_psi": None, "min_feedback": 40}, True, {"feedback_f1"}),  # inverted labels
+        ("v10", {}, False, {"score_psi"}),  # inverted labels, seen in its scores alone
     ],
     ids=["raises-error_rate", "sleeps-latency", "inverted-feedback_f1", "inverted-score_psi"],
 )
@@ -245,7 +245,7 @@ def test_the_plan_cli(plan_models):
         assert "(running): v2 against v1, steps 10, 50 %" in started.stdout and "latency" in started.stdout
         shown = json.loads(cli("--json", "plan", "status").stdout)
         assert shown["guardrails"]["max_latency_ratio"] == 1.5 and shown["steps"] == [10.0, 50.0]
-        again = cli("plan", "start", "--canary", "v3")
+        again = cli("plan", "start", "--canary", "v10")
         assert again.returncode == 1 and again.stderr.startswith("Error: PLAN_RUNNING")
         aborted = cli("plan", "abort", "--reason", "changed my mind")
         assert aborted.returncode == 0 and "aborted" in aborted.stdout and "changed my mind" in aborted.stdout

@@ -129,14 +129,14 @@ def test_an_unusable_change_is_refused_and_changes_nothing(pair, change):
 
 @pytest.fixture
 def model_dir(tmp_path, tiny_csv):
-    """The shipped models plus v3 (trained here) and v4 (a copy of v3 whose scorer was tampered with)."""
+    """The shipped models plus v8 (trained here) and v9 (a copy of v8 whose scorer was tampered with)."""
     root = tmp_path / "models"
     shutil.copytree(REPO_ROOT / "models", root)
-    train_model(read_labeled(tiny_csv), "toxicity", "v3", resolve_params("word-ngrams"), root, threshold=0.5)
-    shutil.copytree(root / "toxicity" / "v3", root / "toxicity" / "v4")
-    manifest = json.loads((root / "toxicity" / "v4" / "manifest.json").read_text())
-    (root / "toxicity" / "v4" / "manifest.json").write_text(json.dumps({**manifest, "version": "v4"}))
-    with open(root / "toxicity" / "v4" / "scorer.npz", "ab") as handle:
+    train_model(read_labeled(tiny_csv), "toxicity", "v8", resolve_params("word-ngrams"), root, threshold=0.5)
+    shutil.copytree(root / "toxicity" / "v8", root / "toxicity" / "v9")
+    manifest = json.loads((root / "toxicity" / "v9" / "manifest.json").read_text())
+    (root / "toxicity" / "v9" / "manifest.json").write_text(json.dumps({**manifest, "version": "v9"}))
+    with open(root / "toxicity" / "v9" / "scorer.npz", "ab") as handle:
         handle.write(b"\0")
     return root
 
@@ -144,12 +144,12 @@ def model_dir(tmp_path, tiny_csv):
 def test_a_new_version_is_hot_loaded_and_a_tampered_one_refused(store_url, namespace, model_dir):
     first = admin_app(store_url, namespace, MODEL_DIR=str(model_dir)).test_client()
     second = admin_app(store_url, namespace, MODEL_DIR=str(model_dir), ROLLOUT_POLL_SECONDS=0.05).test_client()
-    tampered = first.put("/admin/rollout", json={"canary": "v4"}, headers=ADMIN)
+    tampered = first.put("/admin/rollout", json={"canary": "v9"}, headers=ADMIN)
     assert tampered.status_code == 422 and "checksum mismatch" in tampered.json["message"]
     assert first.get("/admin/rollout", headers=ADMIN).json["revision"] == 1
-    assert first.put("/admin/rollout", json={"canary": "v3", "canary_percent": 100}, headers=ADMIN).status_code == 200
-    assert {r.json["model_version"] for r in routed(first, 20)} == {"v3"}
-    wait_until(lambda: post(second, "/predict", {"text": "x"}).json["model_version"] == "v3")
+    assert first.put("/admin/rollout", json={"canary": "v8", "canary_percent": 100}, headers=ADMIN).status_code == 200
+    assert {r.json["model_version"] for r in routed(first, 20)} == {"v8"}
+    wait_until(lambda: post(second, "/predict", {"text": "x"}).json["model_version"] == "v8")
     assert second.get("/readyz").status_code == 200
     # v2 is no longer named: unloaded, and its versioned path says so instead of serving another model.
     gone = post(second, "/v2/predict", {"text": "x"})
@@ -238,7 +238,7 @@ def test_a_host_that_cannot_load_a_named_version_keeps_serving_and_counts_it(sto
     with_v3 = admin_app(store_url, namespace, MODEL_DIR=str(model_dir)).test_client()
     without_v3 = admin_app(store_url, namespace, ROLLOUT_POLL_SECONDS=0.05).test_client()  # the shipped models
     failures = metrics.ROLLOUT_ADOPT_FAILURES._value.get()
-    assert with_v3.put("/admin/rollout", json={"canary": "v3"}, headers=ADMIN).status_code == 200
+    assert with_v3.put("/admin/rollout", json={"canary": "v8"}, headers=ADMIN).status_code == 200
     wait_until(
         lambda: post(without_v3, "/predict", {"text": "x"}) and metrics.ROLLOUT_ADOPT_FAILURES._value.get() > failures
     )
