@@ -54,6 +54,11 @@ def data_root(tmp_path_factory):
     return root
 
 
+def run_train(runner, out, *sources: str, version: str = "v1", name: str = "t"):
+    """`batchjob train SOURCES... --name NAME --version VERSION --output-dir OUT` in-process."""
+    return runner.invoke(cli, ["train", *sources, "--name", name, "--version", version, "--output-dir", str(out)])
+
+
 def train_spec(runner, data_root, out, *extra):
     args = [
         "train",
@@ -120,39 +125,9 @@ def test_no_training_row_is_another_sources_evaluation_row(data_root):
 def test_the_spec_is_refused_with_a_clear_message(runner, data_root, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"sources": [{"name": "x", "path": "alpha.csv", "weight": -1}]}))
-    result = runner.invoke(
-        cli,
-        [
-            "train",
-            "--data-spec",
-            str(bad),
-            "--data-root",
-            str(data_root),
-            "--name",
-            "t",
-            "--version",
-            "v1",
-            "--output-dir",
-            str(tmp_path),
-        ],
-    )
+    result = run_train(runner, str(tmp_path), "--data-spec", str(bad), "--data-root", str(data_root))
     assert result.exit_code == 1 and "weight must be a positive number" in result.output
-    both = runner.invoke(
-        cli,
-        [
-            "train",
-            "--data-spec",
-            str(bad),
-            "--data",
-            str(data_root / "alpha.csv"),
-            "--name",
-            "t",
-            "--version",
-            "v1",
-            "--output-dir",
-            str(tmp_path),
-        ],
-    )
+    both = run_train(runner, str(tmp_path), "--data-spec", str(bad), "--data", str(data_root / "alpha.csv"))
     assert both.exit_code == 2 and "not both" in both.output
 
 
@@ -161,61 +136,20 @@ def test_labels_outside_the_mapping_are_refused(runner, data_root, tmp_path):
     frame.loc[3, "label"] = "maybe"
     frame.to_csv(tmp_path / "beta.csv", index=False)
     (tmp_path / "spec.json").write_text(json.dumps({"sources": [{"name": "b", "path": "beta.csv"}]}))
-    result = runner.invoke(
-        cli,
-        [
-            "train",
-            "--data-spec",
-            str(tmp_path / "spec.json"),
-            "--data-root",
-            str(tmp_path),
-            "--name",
-            "t",
-            "--version",
-            "v1",
-            "--output-dir",
-            str(tmp_path / "m"),
-        ],
+    result = run_train(
+        runner, str(tmp_path / "m"), "--data-spec", str(tmp_path / "spec.json"), "--data-root", str(tmp_path)
     )
     assert result.exit_code == 1 and "['maybe'] are neither toxic" in result.output
 
 
 def test_several_data_files_train_as_several_sources(runner, data_root, tmp_path):
-    result = runner.invoke(
-        cli,
-        [
-            "train",
-            "--data",
-            str(data_root / "alpha.csv"),
-            "--data",
-            str(data_root / "alpha.csv"),
-            "--name",
-            "t",
-            "--version",
-            "v1",
-            "--output-dir",
-            str(tmp_path),
-        ],
+    result = run_train(
+        runner, str(tmp_path), "--data", str(data_root / "alpha.csv"), "--data", str(data_root / "alpha.csv")
     )
     assert result.exit_code == 2 and "its own file name" in result.output
     copy = tmp_path / "gamma.csv"
     copy.write_bytes((data_root / "alpha.csv").read_bytes())
-    result = runner.invoke(
-        cli,
-        [
-            "train",
-            "--data",
-            str(data_root / "alpha.csv"),
-            "--data",
-            str(copy),
-            "--name",
-            "t",
-            "--version",
-            "v2",
-            "--output-dir",
-            str(tmp_path),
-        ],
-    )
+    result = run_train(runner, str(tmp_path), "--data", str(data_root / "alpha.csv"), "--data", str(copy), version="v2")
     assert result.exit_code == 0, result.output
     sources = load_artifact(tmp_path / "t" / "v2").manifest["training_data"]["sources"]
     assert [s["name"] for s in sources] == ["alpha.csv", "gamma.csv"]
