@@ -117,7 +117,9 @@ class Replay:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", action="append", help="a service (repeat for several hosts)")
+    parser.add_argument(
+        "--url", action="append", help="a service (repeat for several hosts; default: $TOXISERVE_URL, else port 8000)"
+    )
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--requests", type=int, help="stop after this many requests")
     parser.add_argument("--threads", type=int, default=2)
@@ -128,7 +130,7 @@ def main() -> None:
     if not key:
         parser.error("set TOXISERVE_API_KEY to a key of the service")
     replay = Replay(
-        args.url or ["http://127.0.0.1:8000"],
+        args.url or [os.environ.get("TOXISERVE_URL", "http://127.0.0.1:8000")],
         key,
         labeled_tweets(args.data),
         args.threads,
