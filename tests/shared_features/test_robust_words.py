@@ -47,9 +47,18 @@ def test_single_letters_are_dropped_unless_three_or_more_in_a_row():
 
 
 def test_each_emoji_is_one_token_whatever_its_skin_tone():
-    assert words("I would love to 🔪 some 👳🏾") == words("I would love to 🔪 some 👳🏻") == [
-        "would", "love", "to", "🔪", "some", "👳",
-    ]
+    assert (
+        words("I would love to 🔪 some 👳🏾")
+        == words("I would love to 🔪 some 👳🏻")
+        == [
+            "would",
+            "love",
+            "to",
+            "🔪",
+            "some",
+            "👳",
+        ]
+    )
 
 
 def test_quotation_marks_become_a_token():
@@ -59,7 +68,13 @@ def test_quotation_marks_become_a_token():
 def test_bigrams_stay_inside_a_clause():
     analyzer = RobustWordNgrams((1, 2))
     assert words("nice day, bad night but fine", analyzer) == [
-        "nice", "day", "nice day", "bad", "night", "bad night", "fine",
+        "nice",
+        "day",
+        "nice day",
+        "bad",
+        "night",
+        "bad night",
+        "fine",
     ]
 
 
