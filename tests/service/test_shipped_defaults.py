@@ -63,3 +63,19 @@ def test_gunicorn_on_the_shipped_defaults_serves_v3(shipped_defaults, tmp_path, 
         ]
     assert {a["model_version"] for a in answers} == {"v3"}
     assert np.abs(np.array([a["score"] for a in answers]) - reference_proba("v3", TEXTS)).max() <= 1e-12
+
+
+def test_the_readme_quick_start_shows_what_the_shipped_models_answer(default_client):
+    """Every score the quick start prints is the real one (Flask's JSON is Python's float repr)."""
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    routed = [post(default_client, "/predict", {"text": t}).json for t in TEXTS[:1] + TEXTS[2:3]]
+    batch = post(
+        default_client, "/v2/batch_predict", {"texts": ["you idiot", "nice work", "I am a proud gay man"]}
+    ).json
+    shown = [f'"label":"{a["label"]}","model_version":"v3"' for a in routed]
+    shown += [f'"score":{a["score"]!r}' for a in routed]
+    shown += [f'{{"label":"{r["label"]}","score":{r["score"]!r}}}' for r in batch["results"]]
+    for fragment in shown:
+        assert fragment in readme, fragment
