@@ -24,6 +24,8 @@ from shared_features.layout import DATA_FORMATS, DEFAULT_MODEL_ROOT, VERSION_POL
 from shared_features.presets import PRESETS, resolve_params
 from shared_features.text import MAX_TEXT_CHARS
 
+from .progress import data_root_option, stage
+
 DEFAULT_PSI_THRESHOLD = 0.2  # shared_features.drift's; a test holds them equal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_REJECTS, EXIT_DRIFTED = 0, 1, 2, 3, 4
@@ -82,15 +84,6 @@ def cli(ctx: click.Context, model_dir: Path, on_version_mismatch: str, debug: bo
         stream=sys.stderr,
     )
     ctx.obj = JobContext(model_dir=model_dir, on_version_mismatch=on_version_mismatch, debug=debug)
-
-
-def data_root_option(command):
-    return click.option(
-        "--data-root",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="TOXISERVE_DATA_ROOT",
-        help="Where a data spec's relative paths point (default: ../shared/data beside the repository).",
-    )(command)
 
 
 def _parse_threshold(ctx, param, value: str) -> float | None:
@@ -213,14 +206,16 @@ def train(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--params") from None
     if data_spec:
-        datas = _load_spec(data_spec, data_root, progress)
+        from shared_features.sources import load_spec
+
+        datas = load_spec(data_spec, data_root, stage)
     else:
         from shared_features.dataset import read_labeled
 
         if len({path.name for path in data_paths}) != len(data_paths):
             raise click.UsageError("each --data file needs its own file name (sources are named by it)")
         datas = [as_source_data(read_labeled(p, text_column, label_column, fmt, positive_labels)) for p in data_paths]
-    manifest = train_sources(datas, name, version, resolved, output_dir, threshold, preset, progress=progress)
+    manifest = train_sources(datas, name, version, resolved, output_dir, threshold, preset, progress=stage)
     summary = {key: manifest[key] for key in ("name", "version", "threshold", "sha256", "size_bytes")}
     summary["path"] = str(target)
     summary["test_metrics"] = manifest["metrics"]["test"]
@@ -254,22 +249,6 @@ def export(job: JobContext, name, version, data_path, text_column, fmt) -> None:
     texts = read_texts(data_path, text_column, fmt)
     manifest = export_data_only(directory, texts, job.on_version_mismatch)
     click.echo(json.dumps({"path": str(directory), **manifest["data_only"]}, indent=2))
-
-
-def progress(message: str) -> None:
-    """A stage of a long command, on stderr (stdout carries only the JSON result)."""
-    click.echo(f"batchjob: {message}", err=True)
-
-
-def _load_spec(path: Path, data_root: Path | None, say):
-    from shared_features.sources import load_source, read_spec
-
-    sources = read_spec(path)
-    datas = []
-    for source in sources:
-        say(f"reading source {source.name}")
-        datas.append(load_source(source, data_root))
-    return datas
 
 
 def input_options(command):

@@ -10,6 +10,8 @@ import click
 
 from shared_features.layout import DEFAULT_MODEL_ROOT
 
+from .progress import data_root_option, stage
+
 
 @click.command()
 @click.option("--name", default="toxicity", show_default=True, help="Model name.")
@@ -20,12 +22,7 @@ from shared_features.layout import DEFAULT_MODEL_ROOT
     help="Sources to evaluate on (default: <model dir>/<name>/sources.json, the same for every version, "
     "so the cards compare).",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="TOXISERVE_DATA_ROOT",
-    help="Where the spec's relative paths point (default: ../shared/data beside the repository).",
-)
+@data_root_option
 @click.option("--card/--no-card", default=True, show_default=True, help="Write MODEL_CARD.md beside the manifest.")
 @click.pass_obj
 def evaluate(job, name: str, version: str, data_spec: Path | None, data_root: Path | None, card: bool) -> None:
@@ -39,9 +36,7 @@ def evaluate(job, name: str, version: str, data_spec: Path | None, data_root: Pa
     from shared_features.artifacts import read_manifest, update_manifest, write_atomic
     from shared_features.model_card import render_card, write_card
     from shared_features.model_eval import evaluate_model
-    from shared_features.sources import read_spec
-
-    from .cli import _load_spec, progress
+    from shared_features.sources import load_spec, read_spec
 
     registry = job.registry()
     directory = registry.path(name, version)
@@ -49,8 +44,8 @@ def evaluate(job, name: str, version: str, data_spec: Path | None, data_root: Pa
     if not spec_path.is_file():
         spec_path = DEFAULT_MODEL_ROOT / name / "sources.json"
     model = registry.load(name, version)
-    datas = _load_spec(spec_path, data_root, progress)
-    evaluation = evaluate_model(model, datas, progress)
+    datas = load_spec(spec_path, data_root, stage)
+    evaluation = evaluate_model(model, datas, stage)
     manifest = update_manifest(directory, {"evaluation": evaluation})
     if card:
         compared = {}
@@ -59,5 +54,5 @@ def evaluate(job, name: str, version: str, data_spec: Path | None, data_root: Pa
             if "evaluation" in other_manifest:
                 compared[other] = other_manifest["evaluation"]
         path = write_card(directory, render_card(manifest, read_spec(spec_path), compared), write_atomic)
-        progress(f"wrote {path}")
+        stage(f"wrote {path}")
     click.echo(json.dumps({"name": name, "version": version, "targets": evaluation["targets"]}, indent=2))

@@ -1,12 +1,31 @@
-"""Progress: a live line on a terminal, a plain log line every so often under cron or CI."""
+"""Progress: a live line on a terminal, a plain log line every so often under cron or CI; the
+stages of long commands (train, evaluate) and the data options they share."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from pathlib import Path
+
+import click
 
 log = logging.getLogger("batchjob.progress")
+
+
+def stage(message: str) -> None:
+    """A stage of a long command, on stderr (stdout carries only the JSON result)."""
+    click.echo(f"batchjob: {message}", err=True)
+
+
+def data_root_option(command):
+    """`--data-root`, for every command that reads a data spec."""
+    return click.option(
+        "--data-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="TOXISERVE_DATA_ROOT",
+        help="Where a data spec's relative paths point (default: ../shared/data beside the repository).",
+    )(command)
 
 
 class Progress:

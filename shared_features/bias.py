@@ -50,19 +50,12 @@ def mentions(texts: list[str], path: str = str(IDENTITY_TERMS_FILE)) -> dict[str
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC-AUC (ties count half), or None without both classes."""
-    positives, negatives = scores[labels == 1], scores[labels == 0]
-    if not len(positives) or not len(negatives):
+    """scikit-learn's ROC-AUC (ties count half), or None without both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
         return None
-    order = np.argsort(np.concatenate([negatives, positives]), kind="mergesort")
-    ranks = np.empty(len(order))
-    combined = np.concatenate([negatives, positives])[order]
-    # Average ranks over ties, so equal scores count half.
-    _, start, counts = np.unique(combined, return_index=True, return_counts=True)
-    average = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(average, counts)
-    positive_ranks = ranks[len(negatives) :].sum()
-    return float((positive_ranks - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives)))
+    return float(roc_auc_score(labels, scores))
 
 
 def bias_metrics(labels, scores, groups: dict[str, np.ndarray]) -> dict[str, dict]:

@@ -157,5 +157,4 @@ def training_source(source, seed: int, validation_size: float):
     labels = np.array([case.label for case in cases], dtype=np.int64)
     split = np.array(["validation" if is_validation_template(c.template) else "train" for c in cases], dtype=object)
     digest = hashlib.sha256(TEMPLATES_FILE.read_bytes()).hexdigest()
-    extra = {"functionality": [c.functionality for c in cases], "group": [c.group or "" for c in cases]}
-    return SourceData(source, [case.text for case in cases], labels, split, digest, extra)
+    return SourceData(source, [case.text for case in cases], labels, split, digest)

@@ -42,7 +42,8 @@ def _credit(name: str, spec: dict[str, Source]) -> str:
     source = spec.get(name)
     if source is None or not source.license:
         return name
-    return f"{name}: {source.attribution} License: {source.license}."
+    origin = f" From {source.origin}." if source.origin else ""
+    return f"{name}: {source.attribution} License: {source.license}.{origin}"
 
 
 def _sources_section(manifest: dict, spec: dict[str, Source]) -> list[str]:

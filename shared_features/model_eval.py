@@ -43,17 +43,28 @@ def _flag_rate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict
     return {"rows": int(len(labels)), "correct": round(float(right.mean()), 4) if len(labels) else None}
 
 
-def evaluate_sources(model: LoadedModel, datas: list[SourceData], say) -> dict[str, dict]:
-    report: dict[str, dict] = {}
+def score_sources(model: LoadedModel, datas: list[SourceData], say) -> dict[tuple[str, str], tuple]:
+    """(texts, labels, scores) of every held-out part, scored once for every figure that uses it:
+    a training source's validation and test rows, all of an evaluation-only source's."""
+    scored = {}
     for data in datas:
         say(f"scoring {data.source.name}")
         parts = ("validation", "test") if data.source.use == "train" else ("all",)
-        figures: dict[str, Any] = {"use": data.source.use}
         for part in parts:
             texts, labels = (data.texts, data.labels) if part == "all" else data.part(part)
-            if not texts:
+            if texts:
+                scored[data.source.name, part] = (texts, labels, model.score(texts))
+    return scored
+
+
+def evaluate_sources(model: LoadedModel, datas: list[SourceData], scored: dict) -> dict[str, dict]:
+    report: dict[str, dict] = {}
+    for data in datas:
+        figures: dict[str, Any] = {"use": data.source.use}
+        for part in ("validation", "test", "all"):
+            if (data.source.name, part) not in scored:
                 continue
-            scores = model.score(texts)
+            _, labels, scores = scored[data.source.name, part]
             name = "test" if part == "all" else part
             if len(np.unique(labels)) == 2:
                 figures[name] = evaluate(labels, scores, model.threshold)
@@ -95,24 +106,27 @@ def evaluate_functional(model: LoadedModel) -> dict[str, Any]:
     return result
 
 
-def evaluate_bias(model: LoadedModel, datas: list[SourceData], say) -> dict[str, dict]:
-    sets: dict[str, tuple[list[str], np.ndarray]] = {}
+def evaluate_bias(datas: list[SourceData], scored: dict, say) -> dict[str, dict]:
+    sets: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}
     for data in datas:
-        if data.source.use == "eval" and len(np.unique(data.labels)) == 2:
-            sets[data.source.name] = (data.texts, data.labels)
-    real_texts: list[str] = []
-    real_labels: list[np.ndarray] = []
-    for data in datas:
-        if data.source.use == "train" and data.source.kind == "file":
-            texts, labels = data.part("test")
-            real_texts += texts
-            real_labels.append(labels)
-    if real_texts:
-        sets[REAL_HELD_OUT] = (real_texts, np.concatenate(real_labels))
+        key = (data.source.name, "all")
+        if data.source.use == "eval" and key in scored and len(np.unique(scored[key][1])) == 2:
+            sets[data.source.name] = scored[key]
+    real = [
+        scored[d.source.name, "test"]
+        for d in datas
+        if d.source.use == "train" and d.source.kind == "file" and (d.source.name, "test") in scored
+    ]
+    if real:
+        sets[REAL_HELD_OUT] = (
+            [text for texts, _, _ in real for text in texts],
+            np.concatenate([labels for _, labels, _ in real]),
+            np.concatenate([scores for _, _, scores in real]),
+        )
     report = {}
-    for name, (texts, labels) in sets.items():
+    for name, (texts, labels, scores) in sets.items():
         say(f"bias metrics on {name}")
-        groups = bias_metrics(labels, model.score(texts), mentions(texts))
+        groups = bias_metrics(labels, scores, mentions(texts))
         report[name] = {
             "rows": len(texts),
             "groups": groups,
@@ -148,10 +162,11 @@ def evaluate_model(model: LoadedModel, datas: list[SourceData], progress=None) -
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "threshold": model.threshold,
         "data": [{"name": d.source.name, "sha256": d.sha256, "rows": len(d.texts), "use": d.source.use} for d in datas],
-        "sources": evaluate_sources(model, datas, say),
     }
+    scored = score_sources(model, datas, say)
+    evaluation["sources"] = evaluate_sources(model, datas, scored)
     say("functional suite")
     evaluation["functional"] = evaluate_functional(model)
-    evaluation["bias"] = evaluate_bias(model, datas, say)
+    evaluation["bias"] = evaluate_bias(datas, scored, say)
     evaluation["targets"] = targets_met(evaluation)
     return evaluation

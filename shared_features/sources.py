@@ -75,6 +75,7 @@ class Source:
             "use": self.use,
             "license": self.license,
             "attribution": self.attribution,
+            "origin": self.origin,
         }
 
 
@@ -87,7 +88,6 @@ class SourceData:
     labels: np.ndarray
     split: np.ndarray
     sha256: str
-    extra: dict[str, list] = field(default_factory=dict)  # other columns evaluation may use
 
     def part(self, name: str) -> tuple[list[str], np.ndarray]:
         index = np.flatnonzero(self.split == name)
@@ -225,8 +225,17 @@ def load_source(
         split = _column_split(frame[source.split_column].tolist(), source, labels, seed, validation_size, path)
     else:
         split = seeded_split(labels, seed, test_size, validation_size)
-    extra = {c: frame[c].tolist() for c in frame.columns if c not in (source.text_column, source.label_column)}
-    return SourceData(source, texts, labels, split, sha256_file(path), extra)
+    return SourceData(source, texts, labels, split, sha256_file(path))
+
+
+def load_spec(path: str | os.PathLike, data_root: str | os.PathLike | None = None, progress=None) -> list[SourceData]:
+    """Every source of a spec, read and split; `progress(message)` hears each one."""
+    datas = []
+    for source in read_spec(path):
+        if progress:
+            progress(f"reading source {source.name}")
+        datas.append(load_source(source, data_root))
+    return datas
 
 
 def combined_sha256(datas: list[SourceData]) -> str:

@@ -38,12 +38,12 @@ VALIDATION_SIZE = 0.2  # of what remains: the threshold is chosen here, never on
 
 def split(data: LabeledData, seed: int = SEED) -> dict[str, tuple[list[str], Any]]:
     """Stratified train / validation / test split, the same for every model trained with `seed`."""
-    parts = seeded_split(np.asarray(data.labels), seed, TEST_SIZE, VALIDATION_SIZE)
-    as_source = SourceData(Source(data.source), list(data.texts), np.asarray(data.labels), parts, data.sha256)
+    as_source = as_source_data(data, seed)
     return {name: as_source.part(name) for name in ("train", "validation", "test")}
 
 
 def as_source_data(data: LabeledData, seed: int = SEED) -> SourceData:
+    """One labeled file as a source, split as v1 and v2 were (stratified test, then validation)."""
     parts = seeded_split(np.asarray(data.labels), seed, TEST_SIZE, VALIDATION_SIZE)
     return SourceData(
         Source(data.source, path=data.source), list(data.texts), np.asarray(data.labels), parts, data.sha256
@@ -115,21 +115,28 @@ def evaluation_keys(datas: list[SourceData]) -> dict[str, set[str]]:
     return owners
 
 
-def _pooled(datas: list[SourceData], part: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Every training source's `part` rows, weighted so that each source counts the same."""
-    texts, labels, weights = [], [], []
+def _held_out_parts(data: SourceData) -> tuple[str, ...]:
+    """The parts a source reports: validation and test for a training source, all rows for an eval one."""
+    return ("validation", "test") if data.source.use == "train" else ("all",)
+
+
+def _part(data: SourceData, part: str) -> tuple[list[str], np.ndarray]:
+    return (data.texts, data.labels) if part == "all" else data.part(part)
+
+
+def _pooled(datas: list[SourceData], part: str, scored: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every training source's `part` (labels, scores), weighted so that each source counts the same."""
+    labels, scores, weights = [], [], []
     for data in datas:
-        if data.source.use != "train":
+        if data.source.use != "train" or (data.source.name, part) not in scored:
             continue
-        part_texts, part_labels = data.part(part)
-        if not part_texts:
-            continue
-        texts.extend(part_texts)
+        part_labels, part_scores = scored[data.source.name, part]
         labels.append(part_labels)
-        weights.append(np.full(len(part_texts), 1.0 / len(part_texts)))
-    if not texts:
-        return [], np.zeros(0, dtype=np.int64), np.zeros(0)
-    return texts, np.concatenate(labels), np.concatenate(weights)
+        scores.append(part_scores)
+        weights.append(np.full(len(part_labels), 1.0 / len(part_labels)))
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(scores), np.concatenate(weights)
 
 
 def train_sources(
@@ -156,22 +163,28 @@ def train_sources(
     say(f"fitting on {len(train_x)} rows")
     pipeline = build_pipeline(params)
     pipeline.fit(train_x, train_y, clf__sample_weight=train_w)
-    say("choosing the threshold on validation rows and scoring every held-out row")
-    val_x, val_y, val_w = _pooled(datas, "validation")
-    val_scores = pipeline.predict_proba(val_x)[:, 1]
-    chosen = choose_threshold(val_y, val_scores, sample_weight=val_w) if threshold is None else float(threshold)
-    per_source: dict[str, dict] = {}
+    say("scoring every held-out row and choosing the threshold on the validation rows")
+    scored: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # each held-out part scored once
     held_out: list[str] = []
     for data in datas:
-        figures = {}
-        for part in ("validation", "test") if data.source.use == "train" else ("test",):
-            texts, labels = data.part(part) if data.source.use == "train" else (data.texts, data.labels)
+        for part in _held_out_parts(data):
+            texts, labels = _part(data, part)
             if texts:
-                figures[part] = evaluate(labels, pipeline.predict_proba(texts)[:, 1], chosen)
+                scored[data.source.name, part] = (labels, pipeline.predict_proba(texts)[:, 1])
                 held_out.extend(texts)
-        per_source[data.source.name] = figures
-    test_x, test_y, _ = _pooled(datas, "test")
+    val_y, val_scores, val_w = _pooled(datas, "validation", scored)
+    test_y, test_scores, _ = _pooled(datas, "test", scored)
+    chosen = choose_threshold(val_y, val_scores, sample_weight=val_w) if threshold is None else float(threshold)
+    per_source = {
+        data.source.name: {
+            ("test" if part == "all" else part): evaluate(*scored[data.source.name, part], chosen)
+            for part in _held_out_parts(data)
+            if (data.source.name, part) in scored
+        }
+        for data in datas
+    }
     # Drift reference: validation data is held out from fitting, so its scores look like live ones.
+    val_x = [text for data in datas if data.source.use == "train" for text in data.part("validation")[0]]
     normalised = normalize_texts(val_x)
     profile_model = LoadedModel(name, version, {"threshold": chosen}, Path(output_root), pipeline=pipeline)
     profile = reference_profile(feature_values(profile_model, val_x, normalised, val_scores), "validation")
@@ -192,11 +205,11 @@ def train_sources(
         "params": params,
         "seed": seed,
         "metrics": {
-            "test": evaluate(test_y, pipeline.predict_proba(test_x)[:, 1], chosen) if test_x else None,
+            "test": evaluate(test_y, test_scores, chosen) if len(test_y) else None,
             "validation": evaluate(val_y, val_scores, chosen),
             "sources": per_source,
         },
-        "splits": {"train": len(train_x), "validation": len(val_x), "test": len(test_x)},
+        "splits": {"train": len(train_x), "validation": len(val_y), "test": len(test_y)},
         "reference_profile": profile,
         "training_data": {
             "sha256": datas[0].sha256 if single else combined_sha256(datas),
@@ -209,7 +222,7 @@ def train_sources(
     say(f"checking the data-only scorer against predict_proba on {len(held_out)} held-out rows")
     # The data-only scorer must reproduce predict_proba on every held-out row, or no manifest is written.
     saved = save_artifact(pipeline, Path(output_root) / name / version, manifest, check_texts=held_out)
-    log.info("trained %s/%s: test ROC-AUC %s", name, version, saved["metrics"]["test"]["roc_auc"])
+    log.info("trained %s/%s: test ROC-AUC %s", name, version, (saved["metrics"]["test"] or {}).get("roc_auc"))
     return saved
 
 

@@ -245,3 +245,13 @@ def test_the_shipped_spec_reads():
     names = [source.name for source in read_spec("models/toxicity/sources.json")]
     assert names[:1] == ["davidson2017"] and "functional" in names and "dixon2018" in names
     assert all(source.license for source in read_spec("models/toxicity/sources.json"))
+
+
+def test_a_spec_with_no_test_rows_trains_and_says_so(runner, tmp_path):
+    """Only the functional suite's train half: validation rows, no test rows (the pooled test is null)."""
+    (tmp_path / "spec.json").write_text(json.dumps({"sources": [{"name": "functional", "kind": "functional"}]}))
+    result = run_train(runner, tmp_path / "m", "--data-spec", str(tmp_path / "spec.json"), "--preset", "robust-words")
+    assert result.exit_code == 0, result.output
+    manifest = load_artifact(tmp_path / "m" / "t" / "v1", allow_pickle=False).manifest
+    assert manifest["metrics"]["test"] is None and manifest["splits"]["test"] == 0
+    assert manifest["metrics"]["sources"]["functional"]["validation"]["roc_auc"] is not None
