@@ -79,3 +79,38 @@ def test_the_readme_quick_start_shows_what_the_shipped_models_answer(default_cli
     shown += [f'{{"label":"{r["label"]}","score":{r["score"]!r}}}' for r in batch["results"]]
     for fragment in shown:
         assert fragment in readme, fragment
+
+
+@pytest.mark.gunicorn
+def test_tritonclient_http_and_grpc_reach_v3_by_name_and_by_the_router(shipped_defaults, tmp_path, reference_proba):
+    """The Open Inference Protocol's reference client on the shipped defaults, both transports."""
+    triton_http = pytest.importorskip("tritonclient.http", reason="tritonclient is in the dev extra")
+    triton_grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient is in the dev extra")
+    from .test_grpc import GrpcProcess
+
+    expected = reference_proba("v3", TEXTS)
+
+    def tensor(module):
+        text = module.InferInput("text", [len(TEXTS)], "BYTES")
+        text.set_data_from_numpy(np.array(TEXTS, dtype=object))
+        return [text]
+
+    env = {"TOXISERVE_API_KEYS": f"t:{API_KEY}", "TOXISERVE_STORE_URL": f"sqlite:///{tmp_path}/s.sqlite3"}
+    with Server(env) as server, triton_http.InferenceServerClient(url=f"127.0.0.1:{server.port}") as client:
+        assert client.is_model_ready("toxicity", "v3", headers=AUTH)
+        for version in ("v3", ""):  # by name, and through the router (stable: v3)
+            result = client.infer("toxicity", tensor(triton_http), model_version=version, headers=AUTH)
+            assert result.get_response()["model_version"] == "v3"
+            assert np.abs(result.as_numpy("score") - expected).max() <= 1e-12
+    grpc_process = GrpcProcess()
+    try:
+        client = triton_grpc.InferenceServerClient(url=f"127.0.0.1:{grpc_process.port}")
+        for version in ("v3", ""):
+            result = client.infer(
+                "toxicity", tensor(triton_grpc), model_version=version, headers={"x-api-key": API_KEY}
+            )
+            assert result.get_response().model_version == "v3"
+            assert np.abs(result.as_numpy("score") - expected).max() <= 1e-12
+        client.close()
+    finally:
+        grpc_process.stop()
