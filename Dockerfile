@@ -42,7 +42,7 @@ STOPSIGNAL SIGTERM
 
 FROM base AS grpc
 EXPOSE 50051
-CMD ["python", "-m", "service.grpc_server"]
+CMD ["python", "-m", "service.grpc"]
 
 
 FROM base AS web

@@ -75,8 +75,8 @@ workers = process_setting("WEB_CONCURRENCY")
 # scoring still takes turns on the GIL, so past a few threads they only add contention: 4 threads
 # served ~1.7x the requests/s of 48 at 32 connections (wrk, TOXISERVE_THREADS varied; README,
 # Performance). The worker class reads each request whole before a thread sees it, refuses at once
-# work that cannot start soon, and measures each request's wait for a thread (service/wsgi_server.py).
-worker_class = "service.wsgi_server.QueueTimedThreadWorker"
+# work that cannot start soon, and measures each request's wait for a thread (service/http/wsgi_server.py).
+worker_class = "service.http.wsgi_server.QueueTimedThreadWorker"
 threads = process_setting("THREADS")
 
 # Load models once in the master; workers share the pages copy-on-write and start already warm.
@@ -97,14 +97,14 @@ max_requests_jitter = max_requests // 10
 
 # The app writes one JSON line per request itself (with request id, model, key id); no second access log.
 accesslog = None
-logger_class = "service.wsgi_server.AppLogsRequestsLogger"
+logger_class = "service.http.wsgi_server.AppLogsRequestsLogger"
 errorlog = "-"
 loglevel = process_setting("LOG_LEVEL").lower()
 # gunicorn's own messages as JSON lines on stdout too, so one parser reads everything.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "service.logs.json_formatter"}},
+    "formatters": {"json": {"()": "service.observability.logs.json_formatter"}},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
     # The app attaches its own JSON handler (with request ids) to the root logger.
     "root": {"level": "INFO", "handlers": []},
@@ -131,8 +131,8 @@ def pre_fork(server, worker):
 
 def child_exit(server, worker):
     # Fold the dead worker's counters into the archive: totals never go backwards, files stay bounded.
-    from service.lifecycle import release_claims_of
-    from service.metrics import archive_dead_worker
+    from service.core.lifecycle import release_claims_of
+    from service.observability.metrics import archive_dead_worker
 
     archive_dead_worker(worker.pid)
     # A worker killed mid-request leaves its idempotency claims pending: free them now, so the
@@ -148,14 +148,14 @@ def on_exit(server):
 def worker_exit(server, worker):
     # A worker leaving gracefully (SIGTERM, max_requests): its last rollout evidence reaches the
     # store, and a controller lease it holds is given up so another process takes over at once.
-    from service.lifecycle import worker_stopping
+    from service.core.lifecycle import worker_stopping
 
     worker_stopping(getattr(worker, "wsgi", None))  # None if it never finished booting
 
 
 def post_worker_init(worker):
     # A forked worker's gauges start at 0 in its own file: publish its readiness.
-    from service.lifecycle import begin_draining, worker_started
+    from service.core.lifecycle import begin_draining, worker_started
 
     worker_started(worker.wsgi)
 

@@ -21,8 +21,8 @@ import pandas as pd
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.grpc_gen import toxicity_pb2 as pb
-from service.grpc_gen import toxicity_pb2_grpc as rpc
+from service.grpc.gen import toxicity_pb2 as pb
+from service.grpc.gen import toxicity_pb2_grpc as rpc
 
 from .common import BIN, DATASET, REPO, machine
 from .online_bench import free_port
@@ -78,9 +78,7 @@ def main() -> None:
         [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "service:create_app()"],
         {**common, "PORT": str(web_port), "WEB_CONCURRENCY": "2"},
     )
-    grpc_proc = start(
-        [str(BIN / "python"), "-m", "service.grpc_server"], {**common, "TOXISERVE_GRPC_PORT": str(grpc_port)}
-    )
+    grpc_proc = start([str(BIN / "python"), "-m", "service.grpc"], {**common, "TOXISERVE_GRPC_PORT": str(grpc_port)})
     try:
         session = requests.Session()
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")

@@ -23,8 +23,8 @@ import pandas as pd
 from limits.strategies import FixedWindowRateLimiter
 
 from service import create_app
-from service import metrics as service_metrics
-from service.schemas import PredictRequestSchema
+from service.core.schemas import PredictRequestSchema
+from service.observability import metrics as service_metrics
 from shared_features.drift import bin_counts, feature_values
 from shared_features.text import normalize_text
 

@@ -13,9 +13,8 @@ from flask import Flask, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from service.request_context import current_call, current_request_id
 from shared_features.errors import ModelError, ToxiserveError, UnprocessableError
-
-from .request_context import current_call, current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class ClientClosedError(ToxiserveError):
     status, error_code = 499, "CLIENT_CLOSED_REQUEST"
 
 
-# Answered by the gunicorn worker itself, before the app (service/wsgi_server.py): same JSON body.
+# Answered by the gunicorn worker itself, before the app (service/http/wsgi_server.py): same JSON body.
 class MalformedRequestError(ToxiserveError):
     status, error_code = 400, "MALFORMED_REQUEST"
 

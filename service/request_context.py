@@ -7,9 +7,8 @@ import uuid
 
 from flask import g, has_request_context, request
 
+from service.call import Call
 from shared_features.errors import UnprocessableError
-
-from .call import Call
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Printable, log-safe, bounded: ids end up in logs, headers and store keys.

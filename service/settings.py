@@ -1,6 +1,6 @@
 """Every setting, declared once: name, type, default, bounds, environment variable and a one-line doc.
 
-The Flask defaults (`config.DefaultConfig`), the typed `ServiceSettings` the service reads, the
+The Flask defaults (`DefaultConfig`), the typed `ServiceSettings` the service reads, the
 gunicorn and gRPC process settings, and the README's configuration table (held against this list
 by a test) all come from `SETTINGS`. Environment variables are `TOXISERVE_<NAME>`, except where a
 setting names its own (gunicorn's `PORT` and `WEB_CONCURRENCY`).
@@ -317,6 +317,9 @@ def defaults_object() -> type:
     return type("DefaultConfig", (), values)
 
 
+DefaultConfig = defaults_object()
+
+
 def _max_queue_wait(self) -> float | None:
     """Seconds, or None when the bound is off (`TOXISERVE_MAX_QUEUE_WAIT_MS=0`)."""
     return self.max_queue_wait_ms / 1000 or None
@@ -343,7 +346,7 @@ def settings_from(config: dict) -> ServiceSettings:
 
 
 def process_setting(name: str) -> Any:
-    """One gunicorn or gRPC process setting, from the environment (gunicorn.conf.py, grpc_server)."""
+    """One gunicorn or gRPC process setting, from the environment (gunicorn.conf.py, the gRPC server)."""
     return BY_NAME[name].from_environment()
 
 
@@ -361,7 +364,11 @@ def _shown(setting: Setting) -> str:
 
 
 def markdown_table() -> str:
-    """The README's configuration table (`python -m service.print_settings` prints it)."""
+    """The configuration table in docs/configuration.md (`python -m service.settings` prints it)."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     rows += [f"| `{s.env}` | {_shown(s)} | {s.doc} |" for s in SETTINGS]
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

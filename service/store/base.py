@@ -126,16 +126,3 @@ class Store:
     errors: tuple[type[BaseException], ...]  # what a backend raises when it is unreachable
     backend: str = "sqlite"
     is_corruption: Callable[[BaseException], bool] = lambda exc: False  # a broken store, not an absent one
-
-
-def open_store(url: str, namespace: str, timeout: float = 0.25) -> Store:
-    if url.startswith("sqlite:///"):
-        from .. import metrics
-        from .sqlite import open_sqlite_store
-
-        return open_sqlite_store(url, namespace, on_reopen=metrics.STORE_ERRORS.labels("file_replaced").inc)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import open_redis_store
-
-        return open_redis_store(url, namespace, timeout)
-    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")

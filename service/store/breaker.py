@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 
-from .. import metrics
+from service.observability import metrics
 
 log = logging.getLogger(__name__)
 

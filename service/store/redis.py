@@ -9,7 +9,7 @@ import redis
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
-from .base import EVIDENCE_TTL, FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
+from service.store.base import EVIDENCE_TTL, FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
 
 # Take the id if free and file it under its owner (a process), or return what holds it: one round
 # trip either way. The owner's set lets the gunicorn master free a dead worker's claims at once.

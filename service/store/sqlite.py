@@ -15,7 +15,7 @@ from pathlib import Path
 from limits.errors import StorageError
 from limits.storage import Storage
 
-from .base import FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
+from service.store.base import FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
 
 log = logging.getLogger(__name__)
 

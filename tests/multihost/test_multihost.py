@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service.client import ToxiserveClient
+from toxiserve.client import ToxiserveClient
 
 from .hosts import Cluster, missing_requirements
 

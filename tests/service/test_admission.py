@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.ratelimit import StoreFailurePolicy
+from service.admission.ratelimit import StoreFailurePolicy
 from service.store import StoreUnavailableError
 from service.store.breaker import CLOSED, OPEN, CircuitBreaker
 

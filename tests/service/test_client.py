@@ -8,7 +8,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from service.client import ClientError, ToxiserveClient
+from toxiserve.client import ClientError, ToxiserveClient
 
 
 class ScriptedServer:
@@ -124,7 +124,7 @@ def test_retries_stop_when_the_retry_budget_is_spent():
 
 
 def test_default_retry_budget_outlasts_what_the_server_can_make_a_retry_wait():
-    from service.config import DefaultConfig
+    from service.settings import DefaultConfig
 
     client = ToxiserveClient("http://127.0.0.1:1", "k")
     server_worst = DefaultConfig.IDEMPOTENCY_PENDING_TTL + DefaultConfig.IDEMPOTENCY_WAIT

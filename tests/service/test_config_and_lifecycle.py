@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from service import ConfigError, create_app
-from service.lifecycle import begin_draining
+from service.core.lifecycle import begin_draining
 
 from .conftest import isolated_store, make_app, post
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from batchjob.cli import cli
-from service import metrics
+from service.observability import metrics
 from tests.conftest import SHIPPED_MODELS
 
 from .conftest import AUTH, make_app, post

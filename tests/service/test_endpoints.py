@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from service.schemas import BatchPredictResponseSchema, ModelsResponseSchema, PredictResponseSchema
+from service.core.schemas import BatchPredictResponseSchema, ModelsResponseSchema, PredictResponseSchema
 
 from .conftest import AUTH, post
 

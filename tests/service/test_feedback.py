@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from service.quality import report, wilson
+from service.rollout.quality import report, wilson
 
 from .conftest import API_KEY, AUTH, OTHER_KEY, make_app, post
 from .server import BIN, Server

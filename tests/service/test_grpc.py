@@ -12,10 +12,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service import build_service, load_config
-from service.grpc_gen import toxicity_pb2 as pb
-from service.grpc_gen import toxicity_pb2_grpc as rpc
-from service.grpc_server import build_server, set_health
+from service.core.bootstrap import build_service, load_config
+from service.grpc.gen import toxicity_pb2 as pb
+from service.grpc.gen import toxicity_pb2_grpc as rpc
+from service.grpc.server import build_server, set_health
 from shared_features import ModelRegistry
 
 from .conftest import API_KEY, AUTH, isolated_store, make_app
@@ -245,6 +245,6 @@ def test_sigterm_drains_in_flight_rpcs():
 
 def test_committed_stubs_match_the_proto():
     result = subprocess.run(
-        [os.sys.executable, "-m", "service.grpc_gen", "--check"], cwd=REPO_ROOT, capture_output=True, text=True
+        [os.sys.executable, "-m", "service.grpc.gen", "--check"], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr

@@ -9,9 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from service import guardrails
-from service import plan as plans
-from service.evidence import LATENCY_BUCKETS, SCORE_BINS, ArmEvidence, latency_bucket, quantile, score_bin
+from service.rollout import guardrails
+from service.rollout import plan as plans
+from service.rollout.evidence import LATENCY_BUCKETS, SCORE_BINS, ArmEvidence, latency_bucket, quantile, score_bin
 
 
 def arm(latencies=(), scores=(), errors: int = 0) -> ArmEvidence:

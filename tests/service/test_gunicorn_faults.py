@@ -17,8 +17,8 @@ import pytest
 import redis
 import requests
 
-from service.client import ToxiserveClient
 from service.store.base import IDEMPOTENCY_PREFIX
+from toxiserve.client import ToxiserveClient
 
 from .conftest import REDIS_URL, redis_reachable
 from .server import Server, free_port

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service.client import ToxiserveClient
+from toxiserve.client import ToxiserveClient
 
 from .conftest import REDIS_URL, redis_reachable
 from .server import Server

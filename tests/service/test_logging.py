@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from service.logs import RequestIdFilter, json_formatter
+from service.observability.logs import RequestIdFilter, json_formatter
 
 from .conftest import make_app
 
@@ -61,6 +61,6 @@ def test_every_line_during_a_request_carries_its_id(log_lines, monkeypatch):
     app.test_client().post(
         "/v1/predict", json={"text": "x", "request_id": "rid-77"}, headers={"X-API-Key": "test-key-0123456789"}
     )
-    during = [line for line in log_lines() if line["logger"] not in ("service.state", "service.rollout")]
+    during = [line for line in log_lines() if line["logger"] not in ("service.core.state", "service.rollout.state")]
     assert {line["request_id"] for line in during} == {"rid-77"}
     assert any(line["message"].startswith("inference failed") for line in during)

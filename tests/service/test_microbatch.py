@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from service.core.microbatch import MicroBatcher
 from service.errors import OverloadedError
-from service.microbatch import MicroBatcher
 
 from .conftest import make_app, post
 

@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service import ConfigError, create_app
-from service.grpc_gen import toxicity_pb2 as pb
-from service.grpc_gen import toxicity_pb2_grpc as rpc
+from service.grpc.gen import toxicity_pb2 as pb
+from service.grpc.gen import toxicity_pb2_grpc as rpc
 from shared_features.artifacts import sha256_file
 
 from .conftest import API_KEY, AUTH, isolated_store
@@ -167,7 +167,7 @@ def test_serving_imports_no_heavy_library():
     code = (
         "import json, sys\n"
         "from service import create_app\n"
-        "from service.grpc_server import build_server\n"
+        "from service.grpc.server import build_server\n"
         "create_app({'API_KEYS': 't:test-key-0123456789', 'STORE_URL': 'sqlite:///' + sys.argv[1]})\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} + ('redis', 'pyarrow') if m in sys.modules)))\n"
     )

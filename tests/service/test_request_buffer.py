@@ -1,8 +1,8 @@
-"""The framing check that decides when a buffered request is complete (service.request_buffer)."""
+"""The framing check that decides when a buffered request is complete (service.http.request_buffer)."""
 
 import pytest
 
-from service.request_buffer import Framing, PendingRequest
+from service.http.request_buffer import Framing, PendingRequest
 
 HEAD = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n"
 

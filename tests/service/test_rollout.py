@@ -233,7 +233,7 @@ def test_a_dead_store_serves_the_seed_and_refuses_changes(mode):
 
 
 def test_a_host_that_cannot_load_a_named_version_keeps_serving_and_counts_it(store_url, namespace, model_dir):
-    from service import metrics
+    from service.observability import metrics
 
     with_v3 = admin_app(store_url, namespace, MODEL_DIR=str(model_dir)).test_client()
     without_v3 = admin_app(store_url, namespace, ROLLOUT_POLL_SECONDS=0.05).test_client()  # the shipped models

@@ -20,7 +20,7 @@ tritonclient_http = pytest.importorskip("tritonclient.http", reason="tritonclien
 import tritonclient.grpc as tritonclient_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from service.grpc_gen import toxicity_pb2 as pb  # noqa: E402
+from service.grpc.gen import toxicity_pb2 as pb  # noqa: E402
 
 from .conftest import API_KEY, isolated_store  # noqa: E402
 from .server import Server  # noqa: E402

@@ -1,0 +1,280 @@
+"""marshmallow schemas: request validation (shape and types) and the documented response contract."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from service.request_context import REQUEST_ID_PATTERN
+
+LABELS = ("toxic", "clean")
+
+
+class PredictRequestSchema(Schema):
+    text = fields.String(required=True, metadata={"description": "Raw text, 1-2000 characters, not blank."})
+    request_id = fields.String(metadata={"description": "Client id for retries/idempotency; 1-128 of A-Za-z0-9._:-"})
+
+
+class BatchPredictRequestSchema(Schema):
+    texts = fields.List(fields.String(), required=True, metadata={"description": "1 to MAX_BATCH_SIZE texts."})
+    request_id = fields.String()
+
+
+class PredictResponseSchema(Schema):
+    label = fields.String(required=True, validate=validate.OneOf(LABELS))
+    score = fields.Float(required=True, metadata={"description": "P(toxic) in [0, 1]."})
+    model_version = fields.String(required=True)
+    request_id = fields.String(required=True)
+
+
+class BatchResultSchema(Schema):
+    label = fields.String(required=True, validate=validate.OneOf(LABELS))
+    score = fields.Float(required=True)
+
+
+class BatchPredictResponseSchema(Schema):
+    results = fields.List(fields.Nested(BatchResultSchema), required=True)
+    model_version = fields.String(required=True)
+    request_id = fields.String(required=True)
+
+
+class TensorSchema(Schema):
+    name = fields.String(required=True)
+    shape = fields.List(fields.Integer(), required=True)
+    datatype = fields.String(required=True)
+    data = fields.Raw(metadata={"description": "absent when the tensor comes as binary (parameters.binary_data_size)"})
+    parameters = fields.Dict()
+
+
+class RequestedOutputSchema(Schema):
+    name = fields.String(required=True, validate=validate.OneOf(("score", "label")))
+    parameters = fields.Dict(metadata={"description": '{"binary_data": true} for a binary output'})
+
+
+class InferRequestSchema(Schema):
+    """Open Inference Protocol $inference_request: one input, `text`, BYTES, shape [N] or [N, 1]."""
+
+    id = fields.String()
+    parameters = fields.Dict(metadata={"description": '{"binary_data_output": true} for binary outputs'})
+    inputs = fields.List(fields.Nested(TensorSchema), required=True)
+    outputs = fields.List(fields.Nested(RequestedOutputSchema))
+
+
+class OutputTensorSchema(Schema):
+    name = fields.String(required=True, validate=validate.OneOf(("score", "label")))
+    shape = fields.List(fields.Integer(), required=True)
+    datatype = fields.String(required=True, validate=validate.OneOf(("FP64", "BYTES")))
+    data = fields.Raw(metadata={"description": "scores (FP64) or labels (BYTES); absent for a binary output"})
+    parameters = fields.Dict(metadata={"description": '{"binary_data_size": n} for a binary output'})
+
+
+class InferResponseSchema(Schema):
+    model_name = fields.String(required=True)
+    model_version = fields.String(required=True)
+    id = fields.String(required=True)
+    outputs = fields.List(fields.Nested(OutputTensorSchema), required=True)
+
+
+class OipErrorSchema(Schema):
+    """The Open Inference Protocol's error shape, with the service's code and request id beside it."""
+
+    error = fields.String(required=True)
+    error_code = fields.String(required=True)
+    request_id = fields.String(required=True, allow_none=True)
+    details = fields.Raw()
+
+
+class ErrorSchema(Schema):
+    error_code = fields.String(required=True, metadata={"description": "Stable machine-readable code."})
+    message = fields.String(required=True)
+    request_id = fields.String(required=True, allow_none=True)
+    details = fields.Raw(metadata={"description": "Field-level detail, e.g. which fields are invalid."})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+class StoreHealthSchema(Schema):
+    backend = fields.String(validate=validate.OneOf(("sqlite", "redis")))
+    healthy = fields.Boolean(metadata={"description": "false while the store fails (circuit breaker open)"})
+    failure_mode = fields.String(validate=validate.OneOf(("open", "closed")))
+
+
+class ReadySchema(Schema):
+    status = fields.String(
+        required=True, validate=validate.OneOf(("ready", "starting", "draining", "store_unavailable"))
+    )
+    models = fields.Dict(keys=fields.String(), values=fields.Dict())
+    store = fields.Nested(StoreHealthSchema)
+
+
+class ModelInfoSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    threshold = fields.Float(required=True)
+    sha256 = fields.String(required=True)
+    created_at = fields.String()
+    metrics = fields.Dict()
+    role = fields.String(validate=validate.OneOf(("stable", "canary", "shadow")))
+
+
+class DriftFeatureSchema(Schema):
+    psi = fields.Float(allow_none=True, metadata={"description": "null below min_samples"})
+    drifted = fields.Boolean()
+    edges = fields.List(fields.Float())
+    expected = fields.List(fields.Float())
+    actual = fields.List(fields.Float())
+    counts = fields.List(fields.Integer())
+
+
+class DriftReportSchema(Schema):
+    model_version = fields.String(required=True)
+    available = fields.Boolean(required=True)
+    samples = fields.Integer()
+    min_samples = fields.Integer()
+    threshold = fields.Float()
+    drifted = fields.Boolean()
+    features = fields.Dict(keys=fields.String(), values=fields.Nested(DriftFeatureSchema))
+    message = fields.String()
+
+
+class ModelsResponseSchema(Schema):
+    models = fields.List(fields.Nested(ModelInfoSchema), required=True)
+    canary_percent = fields.Float(required=True)
+
+
+# --- the admin API (/admin/rollout) ---
+class RolloutStateSchema(Schema):
+    stable = fields.String(required=True)
+    canary = fields.String(required=True)
+    canary_percent = fields.Float(required=True)
+    shadow = fields.String(required=True, allow_none=True)
+    shadow_percent = fields.Float(required=True)
+    revision = fields.Integer(required=True)
+    updated_at = fields.String(required=True)
+    updated_by = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class RolloutChangeSchema(Schema):
+    """A partial change; every field optional. Values are checked by the rollout (422 INVALID_ROLLOUT)."""
+
+    stable = fields.String(validate=validate.Length(min=1, max=64))
+    canary = fields.String(validate=validate.Length(min=1, max=64))
+    canary_percent = fields.Float(validate=validate.Range(min=0, max=100))
+    shadow = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
+    shadow_percent = fields.Float(validate=validate.Range(min=0, max=100))
+    reason = fields.String(validate=validate.Length(max=500))
+    expected_revision = fields.Integer(validate=validate.Range(min=1))
+
+
+class RolloutActionSchema(Schema):
+    """promote / rollback: why, and optionally the revision the caller saw."""
+
+    reason = fields.String(validate=validate.Length(max=500))
+    expected_revision = fields.Integer(validate=validate.Range(min=1))
+
+
+class RolloutHistoryEntrySchema(Schema):
+    revision = fields.Integer(required=True)
+    at = fields.String(required=True)
+    by = fields.String(required=True)
+    change = fields.Dict(required=True)
+    reason = fields.String(required=True)
+    decision = fields.String(
+        validate=validate.OneOf(("start", "abort", "advance", "hold", "rollback", "promote")),
+        metadata={"description": "a plan's entries: what was decided (holds change nothing)"},
+    )
+    plan = fields.String(metadata={"description": "the plan's id"})
+    evidence = fields.Dict(metadata={"description": "the controller's evidence: each guardrail against its bound"})
+    controller = fields.String(metadata={"description": "host:pid of the process that decided"})
+
+
+class RolloutHistorySchema(Schema):
+    history = fields.List(fields.Nested(RolloutHistoryEntrySchema), required=True)
+
+
+class RolloutGuardrailsSchema(Schema):
+    """Bounds of the guardrails; null turns one off. Defaults in the README (Automatic rollouts)."""
+
+    max_error_rate_delta = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+    max_latency_ratio = fields.Float(allow_none=True, validate=validate.Range(min=1, max=1000))
+    max_score_psi = fields.Float(allow_none=True, validate=validate.Range(min=0, max=100))
+    min_feedback = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=10_000_000))
+    max_f1_drop = fields.Float(validate=validate.Range(min=0, max=1))
+    min_shadow_agreement = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+
+
+class RolloutPlanRequestSchema(Schema):
+    """PUT /admin/rollout/plan: take `canary` through `steps` on evidence."""
+
+    canary = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    steps = fields.List(
+        fields.Float(validate=validate.Range(min=0, max=100, min_inclusive=False)),
+        validate=validate.Length(min=1, max=20),
+        metadata={"description": "canary shares, increasing; default [10, 25, 50, 100]"},
+    )
+    step_seconds = fields.Float(validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 60"})
+    min_requests = fields.Integer(
+        validate=validate.Range(min=1, max=10_000_000), metadata={"description": "default 100"}
+    )
+    interval_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600), metadata={"description": "default 10"})
+    max_hold_seconds = fields.Float(
+        validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 600"}
+    )
+    guardrails = fields.Nested(RolloutGuardrailsSchema)
+    reason = fields.String(validate=validate.Length(max=500))
+    expected_revision = fields.Integer(validate=validate.Range(min=1))
+
+
+class RolloutPlanSchema(Schema):
+    """A plan: running, promoted, rolled_back or aborted; its step; each guardrail against its bound."""
+
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(("running", "promoted", "rolled_back", "aborted")))
+    canary = fields.String(required=True)
+    stable = fields.String(required=True)
+    steps = fields.List(fields.Float(), required=True)
+    step = fields.Integer(required=True)
+    current_step = fields.Dict(required=True)
+    step_seconds = fields.Float(required=True)
+    min_requests = fields.Integer(required=True)
+    interval_seconds = fields.Float(required=True)
+    max_hold_seconds = fields.Float(required=True)
+    guardrails = fields.Dict(required=True, metadata={"description": "the bounds in force (null: off)"})
+    evaluation = fields.List(
+        fields.Dict(),
+        allow_none=True,
+        metadata={"description": "each guardrail now (or at the end): status, value, bound and its numbers"},
+    )
+    step_revisions = fields.List(fields.Integer())
+    started_at = fields.String()
+    started_by = fields.String()
+    finished_at = fields.String(allow_none=True)
+    outcome = fields.Dict(allow_none=True)
+    next_decision = fields.Dict()
+    controller = fields.Dict(allow_none=True)
+
+
+# --- feedback and quality ---
+class FeedbackItemSchema(Schema):
+    request_id = fields.String(required=True, validate=validate.Regexp(REQUEST_ID_PATTERN))
+    label = fields.String(required=True, validate=validate.OneOf(("toxic", "clean")))
+
+
+class FeedbackBatchSchema(Schema):
+    items = fields.List(fields.Nested(FeedbackItemSchema), required=True, validate=validate.Length(min=1))
+
+
+class FeedbackResultSchema(Schema):
+    request_id = fields.String(required=True)
+    status = fields.String(required=True)
+    model_version = fields.String()
+    predicted = fields.String()
+    error_code = fields.String()
+    message = fields.String()
+
+
+class FeedbackBatchResultSchema(Schema):
+    accepted = fields.Integer(required=True)
+    results = fields.List(fields.Nested(FeedbackResultSchema), required=True)

@@ -1,0 +1,65 @@
+"""The Flask app factory: blueprints, hooks and error handlers over one ServiceState."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from service import errors, request_context
+from service.core.bootstrap import build_service, load_config
+from service.http.openapi import bp as docs_bp
+from service.http.views.admin import bp as admin_bp
+from service.http.views.common import add_guard_headers
+from service.http.views.feedback import give_feedback, model_quality
+from service.http.views.health import bp as health_bp
+from service.http.views.models import list_models, model_drift
+from service.http.views.oip import bp as oip_bp
+from service.http.views.predict import version_blueprint
+from service.http.views.router import bp as router_bp
+from service.observability import logs, metrics
+from service.settings import ConfigError
+from shared_features.errors import ModelError
+
+
+def begin_request() -> None:
+    """Every request: its Call (clock and id, so even a refusal carries one)."""
+    request_context.begin_call()
+
+
+def finish_response(response):
+    """Every answer: its log line and metrics, the guard headers, the request id."""
+    return request_context.echo_request_id(add_guard_headers(logs.log_request(response)))
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Defaults, then TOXISERVE_* environment variables, then `config`; loads and warms the models."""
+    app = Flask("service")  # the package, so root_path is service/ as it always was
+    app.config.update(load_config(config, app.root_path))
+    service = build_service(app.config)
+    settings = service.settings
+    app.extensions["toxiserve"] = service
+
+    app.before_request(begin_request)
+    app.after_request(finish_response)
+    errors.register_error_handlers(app)
+
+    # A versioned path serves that model version and nothing else; the router follows the rollout.
+    v1 = version_blueprint("v1", "v1")
+    v1.add_url_rule("/models", "models", list_models, methods=["GET"])
+    v1.add_url_rule("/models/<version>/drift", "drift", model_drift, methods=["GET"])
+    v1.add_url_rule("/models/<version>/quality", "quality", model_quality, methods=["GET"])
+    v1.add_url_rule("/feedback", "feedback", give_feedback, methods=["POST"])
+    v2 = version_blueprint("v2", "v2")
+    blueprints = (health_bp, docs_bp, metrics.bp, v1, v2, router_bp, oip_bp, admin_bp)
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+
+    if settings.background_load:
+        service.load_models_in_background()
+    else:
+        try:
+            service.load_models()
+        except ModelError as exc:  # gunicorn prints a RuntimeError (ConfigError) as one line, not a traceback
+            raise ConfigError(f"cannot load the models: {exc} (check TOXISERVE_MODEL_DIR and the versions)") from None
+    return app

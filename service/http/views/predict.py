@@ -1,0 +1,39 @@
+"""/v1 and /v2: the same views, bound to different model versions by configuration."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from service.core.dataplane import batch_answer, one_answer
+from service.core.schemas import BatchPredictRequestSchema, PredictRequestSchema
+from service.http.views.common import authenticate, call, client_gone, dataplane, load_body
+from service.request_context import adopt_request_id
+
+_predict_schema = PredictRequestSchema()
+_batch_schema = BatchPredictRequestSchema()
+
+
+def predict_one(model_version: str | None) -> dict:
+    """Parse and score one text with `model_version` (None: the canary router). Shared with /predict."""
+    body = load_body(_predict_schema)
+    adopt_request_id(body.get("request_id"))
+    return dataplane().score(
+        call(), [body["text"]], model_version, request.path, one_answer, single=True, client_gone=client_gone()
+    )
+
+
+def batch_predict(model_version: str) -> dict:
+    body = load_body(_batch_schema)
+    adopt_request_id(body.get("request_id"))
+    return dataplane().score(
+        call(), body["texts"], model_version, request.path, batch_answer, client_gone=client_gone()
+    )
+
+
+def version_blueprint(api_version: str, model_version: str) -> Blueprint:
+    """One blueprint per API version; `model_version` is the artifact it serves."""
+    bp = Blueprint(api_version, __name__, url_prefix=f"/{api_version}")
+    bp.before_request(authenticate)
+    bp.add_url_rule("/predict", "predict", lambda: jsonify(predict_one(model_version)), methods=["POST"])
+    bp.add_url_rule("/batch_predict", "batch_predict", lambda: jsonify(batch_predict(model_version)), methods=["POST"])
+    return bp

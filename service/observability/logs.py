@@ -1,0 +1,62 @@
+"""Structured JSON logs on stdout: one line per request, the request id on every line, never text or keys."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from flask import g, request
+from pythonjsonlogger.json import JsonFormatter
+
+from service.observability import metrics
+from service.request_context import current_request_id
+
+request_log = logging.getLogger("toxiserve.request")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id()
+        return True
+
+
+def json_formatter() -> JsonFormatter:
+    return JsonFormatter(
+        "{asctime}{levelname}{name}{process}{message}{request_id}",
+        style="{",
+        rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "process": "pid"},
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Idempotent: create_app may run more than once per process (tests)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        if getattr(handler, "_toxiserve", False):
+            return
+    handler = logging.StreamHandler(sys.stdout)
+    handler._toxiserve = True
+    handler.setFormatter(json_formatter())
+    handler.addFilter(RequestIdFilter())
+    root.addHandler(handler)
+
+
+def log_request(response):
+    """after_request: the one line per request (the Call's facts), and its HTTP metrics."""
+    call, current = g.call, request._get_current_object()  # one context lookup each
+    elapsed = time.perf_counter() - call.started
+    route = current.url_rule.rule if current.url_rule else "unmatched"  # bounded label values
+    status = response.status_code
+    metrics.child(metrics.HTTP_REQUESTS, route, current.method, str(status)).inc()
+    metrics.child(metrics.HTTP_DURATION, route, current.method).observe(elapsed)
+    fields = {"route": route, "method": current.method, "status": status, "latency_ms": round(elapsed * 1000, 3)}
+    if call.arm is not None:
+        metrics.child(metrics.ROUTED_REQUESTS, call.arm, str(status)).inc()
+        metrics.child(metrics.ROUTED_DURATION, call.arm).observe(elapsed)
+    fields.update(call.log_fields())  # the request id too: spares the filter its context lookup
+    request_log.info("request", extra=fields)
+    return response

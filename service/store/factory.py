@@ -1,0 +1,19 @@
+"""Open a store by URL: the one place that knows every backend, so no backend imports another."""
+
+from __future__ import annotations
+
+from service.store.base import Store
+
+
+def open_store(url: str, namespace: str, timeout: float = 0.25) -> Store:
+    """SQLite for one host (nothing to install), Redis across hosts; the backend is imported only when named."""
+    if url.startswith("sqlite:///"):
+        from service.observability import metrics
+        from service.store.sqlite import open_sqlite_store
+
+        return open_sqlite_store(url, namespace, on_reopen=metrics.STORE_ERRORS.labels("file_replaced").inc)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from service.store.redis import open_redis_store
+
+        return open_redis_store(url, namespace, timeout)
+    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")

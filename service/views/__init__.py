@@ -1,1 +1,0 @@
-"""Blueprints: thin transports that validate, call the inference layer, and serialise."""
