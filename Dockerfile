@@ -18,6 +18,7 @@ COPY setup.cfg setup.py README.md ./
 COPY shared_features/ shared_features/
 COPY service/ service/
 COPY batchjob/ batchjob/
+COPY toxiserve/ toxiserve/
 RUN pip install --no-cache-dir .
 
 COPY models/ models/

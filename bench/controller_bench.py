@@ -44,8 +44,7 @@ def build_models(root: Path) -> Path:
     import joblib
 
     from shared_features import save_artifact
-
-    from .faults import Faulty
+    from tests.service.faulty_pipelines import RaisesOnSome, Sleeps  # the tests' bad canaries, one definition
 
     models = root / "models"
     shutil.copytree(REPO / "models", models)
@@ -59,8 +58,8 @@ def build_models(root: Path) -> Path:
     full = json.loads((base / "manifest.json").read_text())
     manifest = {k: v for k, v in full.items() if k not in DERIVED}
     pipeline = joblib.load(base / "model.joblib")
-    save_artifact(Faulty(pipeline, raise_on="!"), models / "toxicity" / "v4", {**manifest, "version": "v4"})
-    save_artifact(Faulty(pipeline, sleep_seconds=0.05), models / "toxicity" / "v5", {**manifest, "version": "v5"})
+    save_artifact(RaisesOnSome(pipeline), models / "toxicity" / "v4", {**manifest, "version": "v4"})
+    save_artifact(Sleeps(pipeline, 0.05), models / "toxicity" / "v5", {**manifest, "version": "v5"})
     shutil.copytree(base, models / "toxicity" / "v6")
     (models / "toxicity" / "v6" / "manifest.json").write_text(json.dumps({**full, "version": "v6"}))
     return models
@@ -68,7 +67,7 @@ def build_models(root: Path) -> Path:
 
 def overhead(rounds: int = 10, requests_per_round: int = 1000) -> dict:
     from service import create_app
-    from service.evidence import EvidenceRecorder
+    from service.rollout.evidence import EvidenceRecorder
     from service.store import open_store
 
     store = open_store(f"sqlite:///{tempfile.mkdtemp()}/s.sqlite3", "bench")

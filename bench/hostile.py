@@ -7,7 +7,7 @@ Each attack starts the checkout's own Procfile web process (its code, its models
 attacks it, and prints numbers: slow and silent clients, a worker killed mid-batch, expensive
 batches, a deleted SQLite store, a hung Redis, SIGHUP, malformed requests. Traffic goes to
 127.0.0.1 only, and every loop is bounded in count and time. A checkout older than the fixes
-shows what the fixes changed; the README's "Hostile traffic" table comes from this script.
+shows what the fixes changed; the "Hostile traffic" table in docs/api.md comes from this script.
 """
 
 from __future__ import annotations

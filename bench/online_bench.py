@@ -1,11 +1,14 @@
 """Online benchmark: the real service against a bare-model Flask app and a constant endpoint.
 
     .venv/bin/python -m bench.online_bench [--duration 5] [--runs 3] [--connections 8 32]
+    .venv/bin/python -m bench.online_bench --tree before=/tmp/before --tree after=. --routes /v1/predict
 
 Each server runs alone (so they never compete for the cores), under the same gunicorn config
 (2 workers) on the same port; wrk (Debian package `wrk`) drives /v1/predict, /predict and
 /v1/batch_predict (32 texts). Prints requests/s, p50/p95/p99, errors and the ratios to each
 baseline (medians of --runs), and the service's cold start (launch -> first 200 from /readyz).
+With --tree, the service runs from each named checkout (its own code and models) beside the same
+baselines; runs are interleaved round by round, so machine noise hits every server alike.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import requests
 
-from .common import BIN, DATASET, OUT, REPO, machine
+from .common import BIN, DATASET, OUT, REPO, describe_checkouts, machine, markdown_table, write_results_page
 
 API_KEY = "bench-key-0123456789"
 ROUTES = ("/v1/predict", "/predict", "/v1/batch_predict")
@@ -88,17 +91,21 @@ def lua_script(route: str, texts: list[str]) -> str:
 
 
 class Running:
-    def __init__(self, app: str, port: int, log_path: Path, extra_env: dict | None = None) -> None:
+    def __init__(self, app: str, port: int, log_path: Path, extra_env: dict | None = None, tree: Path = REPO) -> None:
         env = {
             **os.environ,
             "PORT": str(port),
             "TOXISERVE_BIND_HOST": "127.0.0.1",
             "WEB_CONCURRENCY": "2",
             "TOXISERVE_API_KEYS": f"bench:{API_KEY}",
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(tree),
             "TOXISERVE_STORE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='toxiserve-bench-')}/store.sqlite3",
             # everything on, with a limit high enough that the load itself never trips it
             "TOXISERVE_RATE_LIMIT": "1000000/second",
+            # v1 is the model the bare-model baseline serves: the same work on /v1/predict and /predict
+            # (the shipped defaults load v3 and v2 only, and /v1/predict would measure 404s)
+            "TOXISERVE_STABLE_VERSION": "v1",
+            "TOXISERVE_CANARY_VERSION": "v2",
             **(extra_env or {}),
         }
         self.url = f"http://127.0.0.1:{port}"
@@ -106,7 +113,7 @@ class Running:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app],
-            cwd=REPO,
+            cwd=tree,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -145,6 +152,23 @@ def median_of(results: list[dict]) -> dict:
     return {key: statistics.median(r[key] for r in results) for key in results[0]}
 
 
+COLUMNS = ["server", "route", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "vs bare", "vs constant"]
+
+
+def write_online_page(args: argparse.Namespace, cold_starts: dict[str, list[float]], rows: list[list]) -> Path:
+    how = (
+        "Each server alone under the same gunicorn config (2 gthread workers), wrk on the same cores, "
+        f"runs interleaved, {args.duration} s per run, median of {args.runs} runs."
+    )
+    for label, seconds in cold_starts.items():
+        median = statistics.median(seconds)
+        how += f" {label.capitalize()}: cold start (launch to the first 200 from `/readyz`) {median:.2f} s."
+    command = " ".join(["python -m bench.online_bench", *sys.argv[1:]])
+    trees = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.tree or [])}
+    sections = [describe_checkouts(trees or {"service": REPO}), how, markdown_table(COLUMNS, rows)]
+    return write_results_page("online", "Online benchmark", command, sections)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -152,6 +176,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--servers", nargs="+", default=DEFAULT_SERVERS, choices=list(SERVERS))
     parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES))
+    parser.add_argument("--tree", action="append", help="NAME=PATH: serve the service from this checkout too")
+    parser.add_argument("--markdown", action="store_true", help="also write docs/performance/online.md")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
@@ -160,32 +186,46 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
     table: dict[tuple, dict] = {}
-    cold_starts = []
+    cold_starts: dict[str, list[float]] = {}
+    trees = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.tree or [])}
+    # (label, gunicorn app, extra environment, checkout): the service's servers once per --tree
+    runs = []
     for name in args.servers:
-        for _ in range(args.runs):
-            app, extra_env = SERVERS[name]
-            server = Running(app, port, OUT / f"online_{name.replace(' ', '_').replace('+', '_')}.log", extra_env)
-            if name == "service":
-                cold_starts.append(server.cold_start)
+        app, extra_env = SERVERS[name]
+        if trees and app == SERVERS["service"][0]:
+            runs += [(f"{name} ({tree_name})", app, extra_env, tree) for tree_name, tree in trees.items()]
+        else:
+            runs.append((name, app, extra_env, REPO))
+    for _ in range(args.runs):
+        for label, app, extra_env, tree in runs:
+            log = OUT / f"online_{label.replace(' ', '_').replace('+', '_').replace('(', '').replace(')', '')}.log"
+            server = Running(app, port, log, extra_env, tree)
+            if label.startswith("service"):
+                cold_starts.setdefault(label, []).append(server.cold_start)
             try:
                 for route in args.routes:
                     wrk(server.url + route, scripts[route], 8, 1)  # warm the connection pools and caches
                     for connections in args.connections:
-                        table.setdefault((name, route, connections), []).append(
+                        table.setdefault((label, route, connections), []).append(
                             wrk(server.url + route, scripts[route], connections, args.duration)
                         )
             finally:
                 server.stop()
     medians = {key: median_of(results) for key, results in table.items()}
+    # A server that answers errors fast looks fast: say so, rather than print a ratio of refusals.
+    failing = [key for key, m in medians.items() if m["non2xx"] > 0.01 * m["rps"] * args.duration]
+    for name, route, connections in failing:
+        print(f"WARNING: {name} {route} at {connections} connections answered mostly errors", file=sys.stderr)
     print(
         f"\nonline benchmark: {machine()}; gunicorn 2 workers (gthread); wrk -t2 on the same cores;"
         f" {args.duration}s per run, median of {args.runs}"
     )
-    if cold_starts:
+    for label, seconds in cold_starts.items():
         print(
-            f"service cold start (launch -> first 200 /readyz): median {statistics.median(cold_starts):.2f}s "
-            f"(runs: {', '.join(f'{c:.2f}' for c in cold_starts)})"
+            f"{label} cold start (launch -> first 200 /readyz): median {statistics.median(seconds):.2f}s "
+            f"(runs: {', '.join(f'{c:.2f}' for c in seconds)})"
         )
+    rows = []
     header = (
         f"{'server':18} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
         f"{'errors':>6} {'vs bare':>8} {'vs const':>8}"
@@ -196,10 +236,17 @@ def main() -> None:
         const = medians.get(("constant", route, connections))
         vs_bare = f"{m['rps'] / bare['rps']:.2f}x" if bare else "-"
         vs_const = f"{m['rps'] / const['rps']:.2f}x" if const else "-"
+        errors = int(m["non2xx"] + m["socket_errors"])
         print(
             f"{name:18} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
-            f"{m['p99']:>7.2f} {int(m['non2xx'] + m['socket_errors']):>6} {vs_bare:>8} {vs_const:>8}"
+            f"{m['p99']:>7.2f} {errors:>6} {vs_bare:>8} {vs_const:>8}"
         )
+        rows.append(
+            [name, f"`{route}`", connections, f"{m['rps']:,.0f}", f"{m['p50']:.2f}", f"{m['p95']:.2f}"]
+            + [f"{m['p99']:.2f}", errors, vs_bare, vs_const]
+        )
+    if args.markdown:
+        print(write_online_page(args, cold_starts, rows))
     (OUT / "online.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in medians.items()}, indent=1))
 
 

@@ -3,7 +3,7 @@
 
     TOXISERVE_API_KEY=demo-key-123 .venv/bin/python -m bench.replay --url http://127.0.0.1:8000 --seconds 60 --feedback
 
-For trying automatic rollouts (README, Automatic rollouts) and for bench.controller_bench. It
+For trying automatic rollouts (docs/rollouts.md, Automatic rollouts) and for bench.controller_bench. It
 stops after --seconds or --requests, whichever comes first, and prints what it sent and what
 answered. Only ever point it at a service of your own.
 """

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from .common import BIN, machine
+from .common import BIN, describe_checkouts, machine, markdown_table, write_results_page
 from .hostile import free_port
 
 HEAVY = ("sklearn", "scipy", "pandas", "joblib", "pyarrow", "redis", "limits.aio")
@@ -97,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", action="append", help="NAME=PATH of a checkout (default: this one)")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--markdown", action="store_true", help="also write docs/performance/startup.md")
     args = parser.parse_args()
     trees = dict(item.split("=", 1) for item in args.tree) if args.tree else {"this": "."}
     trees = {name: Path(path).resolve() for name, path in trees.items()}
@@ -118,8 +119,13 @@ def main() -> None:
     yardstick = statistics.median(samples["yardstick"]["import sklearn.base"])
     print(f"# {machine()}; {args.rounds} rounds, medians")
     print(f"python -c 'import sklearn.base': {yardstick:.3f} s")
+    table: dict[str, dict[str, str]] = {}
     for name, tree in trees.items():
         medians = {key: statistics.median(values) for key, values in samples[name].items()}
+        for key, value in medians.items():
+            shown = f"{value:.1f}" if key.endswith("MiB") else f"{value:.3f} s ({value / yardstick:.2f}x)"
+            table.setdefault(key, {})[name] = shown
+        table.setdefault("heavy libraries mapped by a worker", {})[name] = ", ".join(heavy[name]) or "none"
         print(f"\n## {name} ({tree})")
         for key, value in medians.items():
             if key.endswith("MiB"):
@@ -128,6 +134,15 @@ def main() -> None:
                 print(f"{key}: {value:.3f} s = {value / yardstick:.2f}x the sklearn import")
         print(f"heavy modules after create_app(): {heavy_modules(tree)}")
         print(f"heavy libraries mapped by a worker: {heavy[name]}")
+    if args.markdown:
+        how = (
+            f"{args.rounds} rounds, interleaved, medians; (N x) is the ratio to `python -c 'import sklearn.base'` "
+            f"in the same rounds: {yardstick:.3f} s."
+        )
+        rows = [[key, *(values.get(name, "") for name in trees)] for key, values in table.items()]
+        page = markdown_table(["measure", *trees], rows, text_columns=1)
+        command = " ".join(["python -m bench.startup_bench", *sys.argv[1:]])
+        print(write_results_page("startup", "Start-up", command, [describe_checkouts(trees), how, page]))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Every setting, declared once: name, type, default, bounds, environment variable and a one-line doc.
 
 The Flask defaults (`DefaultConfig`), the typed `ServiceSettings` the service reads, the
-gunicorn and gRPC process settings, and the README's configuration table (held against this list
+gunicorn and gRPC process settings, and the configuration table in docs/configuration.md (held against this list
 by a test) all come from `SETTINGS`. Environment variables are `TOXISERVE_<NAME>`, except where a
 setting names its own (gunicorn's `PORT` and `WEB_CONCURRENCY`).
 """
@@ -37,7 +37,7 @@ class Setting:
     optional: bool = False  # None (unset) allowed
     env: str = ""  # the environment variable, if not TOXISERVE_<name>
     scope: str = SERVICE
-    readme_default: str = ""  # how the README shows a computed or None default
+    readme_default: str = ""  # how the docs' table shows a computed or None default
     attribute: str = field(default="", compare=False)  # ServiceSettings attribute (lower-case name)
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ Request threads enqueue their normalised text and wait; one batching thread per 
 takes up to `max_batch_size` texts, waiting at most `max_wait_ms` after the first, and scores each
 model version's share in one vectorised call. It pays when a model's per-call overhead is large
 next to its per-text cost (sklearn's predict_proba: ~600 us per call); with the compiled scorer it
-only adds waiting (see README, performance). A full queue answers 503 OVERLOADED at once.
+only adds waiting (see docs/performance.md). A full queue answers 503 OVERLOADED at once.
 """
 
 from __future__ import annotations

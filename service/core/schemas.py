@@ -195,7 +195,7 @@ class RolloutHistorySchema(Schema):
 
 
 class RolloutGuardrailsSchema(Schema):
-    """Bounds of the guardrails; null turns one off. Defaults in the README (Automatic rollouts)."""
+    """Bounds of the guardrails; null turns one off. Defaults in docs/rollouts.md (Automatic rollouts)."""
 
     max_error_rate_delta = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
     max_latency_ratio = fields.Float(allow_none=True, validate=validate.Range(min=1, max=1000))

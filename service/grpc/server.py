@@ -29,7 +29,7 @@ from service.core.bootstrap import build_service, load_config
 from service.core.dataplane import batch_answer, one_answer
 from service.core.state import ServiceState
 from service.errors import InternalError
-from service.grpc import oip as grpc_oip
+from service.grpc import oip
 from service.grpc.gen import toxicity_pb2, toxicity_pb2_grpc
 from service.observability import metrics
 from service.request_context import REQUEST_ID_RULE, is_valid_request_id
@@ -168,7 +168,7 @@ def build_server(service: ServiceState, port: int, host: str = "0.0.0.0", thread
     )
     transport = GrpcTransport(service)
     toxicity_pb2_grpc.add_ToxicityServicer_to_server(Toxicity(transport), server)
-    oip_service = grpc_oip.add_to_server(transport, server)
+    oip_service = oip.add_to_server(transport, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -182,14 +182,14 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
     """Every service this process offers, for reflection: the OIP stubs live in a pool of their own
     (see service/grpc/gen/__main__.py), so the default pool does not know them."""
     pool = descriptor_pool.DescriptorPool()
-    for module in (toxicity_pb2, grpc_oip.pb, health_pb2, reflection_pb2):
+    for module in (toxicity_pb2, oip.pb, health_pb2, reflection_pb2):
         pool.Add(descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb))
     return pool
 
 
 def set_health(health_servicer, serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", SERVICE_NAME, grpc_oip.SERVICE_NAME):
+    for name in ("", SERVICE_NAME, oip.SERVICE_NAME):
         health_servicer.set(name, status)
 
 

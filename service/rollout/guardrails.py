@@ -30,7 +30,7 @@ from service.rollout.quality import BOOTSTRAP_RESAMPLES, LABELS, _f1s, wilson
 
 PASS, FAIL, INSUFFICIENT, OFF = "pass", "fail", "insufficient", "off"
 
-# Measured on the dataset (README, Automatic rollouts): v2 against v1 has a score PSI of 0.54
+# Measured on the dataset (docs/rollouts.md, Automatic rollouts): v2 against v1 has a score PSI of 0.54
 # (0.98 at the 95th percentile with 100 canary scores) and agrees on 93 % of labels; a model
 # trained on inverted labels has a PSI above 4. The bounds let a recalibrated model through and
 # stop one that scores another population.

@@ -1,4 +1,4 @@
-"""Three hosts behind HAProxy with one Redis (tests/multihost/hosts.py): the claims the README makes
+"""Three hosts behind HAProxy with one Redis (tests/multihost/hosts.py): the claims docs/operations.md makes
 for many hosts, proven through the load balancer. Needs root, iproute2, haproxy and redis-server."""
 
 import hashlib

@@ -1,18 +1,18 @@
-"""Settings are declared once (service.settings); the README's table and every view derive from it."""
+"""Settings are declared once (service.settings); the docs' table and every view derive from it."""
 
 from pathlib import Path
 
 import pytest
 
 from service import create_app
-from service.config import ConfigError, DefaultConfig
-from service.settings import SETTINGS, markdown_table
+from service.settings import SETTINGS, ConfigError, DefaultConfig, markdown_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION_PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
-def test_the_readme_table_is_the_declared_settings():
-    assert markdown_table() in README.read_text(), "README's table is stale: paste `python -m service.print_settings`"
+def test_the_documented_table_is_the_declared_settings():
+    stale = "docs/configuration.md's table is stale: paste `python -m service.settings`"
+    assert markdown_table() in CONFIGURATION_PAGE.read_text(), stale
 
 
 def test_every_setting_the_app_reads_has_a_flask_default():
