@@ -93,3 +93,12 @@ def reference_proba():
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Test apps' follower threads outlive the session; a line they log then would print after
+    pytest's summary (or, with its capture closed, as "--- Logging error ---"), so a newcomer's
+    `pytest | tail` showed log lines instead of the result. Nothing is logged from here on."""
+    import logging
+
+    logging.disable(logging.CRITICAL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from types import MappingProxyType
 
 import pytest
 
@@ -10,7 +11,8 @@ from service import create_app
 
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "other-key-9876543210"
-AUTH = {"X-API-Key": API_KEY}
+# Read-only: a test (or a library it calls) that added to it would send its headers in every later test.
+AUTH = MappingProxyType({"X-API-Key": API_KEY})
 
 
 def isolated_store() -> str:

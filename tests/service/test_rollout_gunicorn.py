@@ -36,11 +36,14 @@ def env_for(store_url: str, namespace: str, **extra) -> dict:
     }
 
 
-def routed_split(server: Server, calls: int) -> tuple[Counter, set]:
+def routed_split(server: Server, calls: int, ids: str) -> tuple[Counter, set]:
+    """`calls` routed requests with the fixed ids `{ids}-0`...: the same split on every run (the arm
+    is a hash of the id); `ids` differs per call site, so no id is ever a replay."""
     versions, revisions = Counter(), set()
     with requests.Session() as session:
-        for _ in range(calls):
-            answer = session.post(f"{server.url}/predict", json={"text": "route me"}, headers=AUTH, timeout=10)
+        for i in range(calls):
+            body = {"text": "route me", "request_id": f"{ids}-{i}"}
+            answer = session.post(f"{server.url}/predict", json=body, headers=AUTH, timeout=10)
             assert answer.status_code == 200, answer.text
             versions[answer.json()["model_version"]] += 1
             revisions.add(answer.headers["X-Rollout-Revision"])
@@ -48,7 +51,8 @@ def routed_split(server: Server, calls: int) -> tuple[Counter, set]:
 
 
 def change_then_check(admin_host: Server, hosts: list[Server], percent: float) -> None:
-    before = [routed_split(host, 20)[1] for host in hosts]  # every worker has routed under the old revision
+    # every worker has routed under the old revision
+    before = [routed_split(host, 20, f"before-{n}-{percent}")[1] for n, host in enumerate(hosts)]
     assert all(seen == {"1"} for seen in before)
     changed = requests.put(
         f"{admin_host.url}/admin/rollout", json={"canary_percent": percent}, headers=ADMIN, timeout=30
@@ -56,8 +60,8 @@ def change_then_check(admin_host: Server, hosts: list[Server], percent: float) -
     assert changed.status_code == 200, changed.text
     time.sleep(FOLLOW_SECONDS)
     low, high = binomial_bounds(CALLS, percent / 100)
-    for host in hosts:
-        versions, revisions = routed_split(host, CALLS)
+    for n, host in enumerate(hosts):
+        versions, revisions = routed_split(host, CALLS, f"after-{n}-{percent}")
         assert revisions == {str(changed.json()["revision"])}
         assert low <= versions["v2"] <= high, versions
 

@@ -97,9 +97,10 @@ def test_tritonclient_http_and_grpc_reach_v3_by_name_and_by_the_router(shipped_d
 
     env = {"TOXISERVE_API_KEYS": f"t:{API_KEY}", "TOXISERVE_STORE_URL": f"sqlite:///{tmp_path}/s.sqlite3"}
     with Server(env) as server, triton_http.InferenceServerClient(url=f"127.0.0.1:{server.port}") as client:
-        assert client.is_model_ready("toxicity", "v3", headers=AUTH)
+        # tritonclient adds its own headers to the dict it is given: a copy each call, never the shared AUTH
+        assert client.is_model_ready("toxicity", "v3", headers=dict(AUTH))
         for version in ("v3", ""):  # by name, and through the router (stable: v3)
-            result = client.infer("toxicity", tensor(triton_http), model_version=version, headers=AUTH)
+            result = client.infer("toxicity", tensor(triton_http), model_version=version, headers=dict(AUTH))
             assert result.get_response()["model_version"] == "v3"
             assert np.abs(result.as_numpy("score") - expected).max() <= 1e-12
     grpc_process = GrpcProcess()
