@@ -2,7 +2,7 @@
 
 Exit codes (cron and CI act on them): 0 success; 1 the job failed (one-line error on stderr,
 traceback only with --debug); 2 usage error; 3 reject rate above --max-reject-rate (score);
-4 drift above the threshold (drift --fail-on-drift).
+4 drift above the threshold, 5 too few scorable rows to tell (drift --fail-on-drift).
 """
 
 # Heavy libraries (scikit-learn, pandas, pyarrow, even numpy) are imported inside the commands
@@ -28,7 +28,7 @@ from .progress import data_root_option, stage
 
 DEFAULT_PSI_THRESHOLD = 0.2  # shared_features.drift's; a test holds them equal
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_REJECTS, EXIT_DRIFTED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_REJECTS, EXIT_DRIFTED, EXIT_INSUFFICIENT = 0, 1, 2, 3, 4, 5
 
 
 @dataclass
@@ -308,6 +308,12 @@ def input_options(command):
 @click.option("--summary", "summary_path", help="Also write the JSON summary to this path.")
 @click.option("--keep-text", is_flag=True, help="Keep the text column in the output.")
 @click.option(
+    "--output-prefix",
+    default="",
+    help="Before the names of the added columns (score, label, model_version; row_number, reason in the rejects), "
+    "for an input that already has such columns, e.g. pred_.",
+)
+@click.option(
     "--escape-formulas/--no-escape-formulas",
     default=True,
     show_default=True,
@@ -346,6 +352,7 @@ def score(
     max_text_chars,
     summary_path,
     keep_text,
+    output_prefix,
     escape_formulas,
     engine,
     scheduler,
@@ -375,6 +382,7 @@ def score(
         workers=workers,
         rejects=rejects,
         keep_text=keep_text,
+        output_prefix=output_prefix,
         escape_formulas=escape_formulas,
         max_chars=max_text_chars,
         on_version_mismatch=job.on_version_mismatch,
@@ -407,7 +415,11 @@ def score(
     show_default=True,
     help="PSI above which a feature counts as drifted.",
 )
-@click.option("--fail-on-drift", is_flag=True, help="Exit 4 when any feature drifted.")
+@click.option(
+    "--fail-on-drift",
+    is_flag=True,
+    help="Exit 4 when any feature drifted, 5 when too few rows could be scored to tell (status insufficient).",
+)
 @click.pass_obj
 def drift(
     job: JobContext,
@@ -456,6 +468,14 @@ def drift(
             indent=2,
         )
     )
+    if report["status"] == "insufficient":
+        click.echo(
+            f"batchjob drift: {report['samples']} scorable rows, fewer than the {report['min_samples']} a PSI needs: "
+            "the sample is too small to tell whether the input drifted",
+            err=True,
+        )
+        if fail_on_drift:
+            raise SystemExit(EXIT_INSUFFICIENT)
     if fail_on_drift and report["drifted"]:
         raise SystemExit(EXIT_DRIFTED)
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 from distributed import Client, LocalCluster
 
 from shared_features import LoadedModel, ModelRegistry
-from shared_features.batch import check_columns, score_chunk
+from shared_features.batch import added_columns, check_columns, score_chunk
 
 from .io import parquet_files
 from .scoring import Counts, ScoreJob, load_model, summary
@@ -43,11 +43,12 @@ def score_partition(frame: pd.DataFrame, job: ScoreJob, offsets: list[int], part
     model = _model(str(job.model_dir), job.model, job.version, job.on_version_mismatch)
     first_row = offsets[partition_info["number"]] if partition_info else 0
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    chunk = score_chunk(model, table, job.text_column, first_row, job.keep_text, job.max_chars)
+    chunk = score_chunk(model, table, job.text_column, first_row, job.keep_text, job.max_chars, job.output_prefix)
+    _, (row_number, reason) = added_columns(job.output_prefix)
     scored = chunk.scored.append_column(REASON_COLUMN, pa.nulls(chunk.scored.num_rows, pa.string()))
-    scored = scored.append_column("row_number", pa.nulls(chunk.scored.num_rows, pa.int64()))
+    scored = scored.append_column(row_number, pa.nulls(chunk.scored.num_rows, pa.int64()))
     rejects = chunk.rejects.rename_columns(
-        [REASON_COLUMN if name == "reason" else name for name in chunk.rejects.column_names]
+        [REASON_COLUMN if name == reason else name for name in chunk.rejects.column_names]
     )
     combined = pa.concat_tables([scored, rejects], promote_options="default")
     return combined.to_pandas()
@@ -73,22 +74,23 @@ def run_dask(job: ScoreJob, scheduler: str | None = None) -> dict:
     tmp_rejects = Path(tempfile.mkdtemp(dir=rejects_out.parent, prefix=f".{rejects_out.name}.", suffix=".partial"))
     try:
         frame = dd.read_parquet(files, split_row_groups="adaptive")
-        check_columns(pa.Schema.from_pandas(frame._meta, preserve_index=False), job.text_column, job.keep_text)
+        check_columns(
+            pa.Schema.from_pandas(frame._meta, preserve_index=False), job.text_column, job.keep_text, job.output_prefix
+        )
+        outputs, (row_number, reason) = added_columns(job.output_prefix)
         lengths = frame.map_partitions(len).compute().tolist()
         offsets = [sum(lengths[:i]) for i in range(len(lengths))]
         meta = score_partition(frame._meta, job, [0])
         marked = frame.map_partitions(score_partition, job, offsets, meta=meta)
         reasons = marked[REASON_COLUMN]
-        scored = marked[reasons.isna()].drop(columns=[REASON_COLUMN, "row_number"])
-        rejected = marked[~reasons.isna()].rename(columns={REASON_COLUMN: "reason"})
-        rejected = rejected[
-            ["row_number", "reason", *[c for c in scored.columns if c not in ("score", "label", "model_version")]]
-        ]
+        scored = marked[reasons.isna()].drop(columns=[REASON_COLUMN, row_number])
+        rejected = marked[~reasons.isna()].rename(columns={REASON_COLUMN: reason})
+        rejected = rejected[[row_number, reason, *[c for c in scored.columns if c not in outputs]]]
         write_scored = scored.to_parquet(tmp_out, write_index=False, compute=False)
         write_rejects = rejected.to_parquet(tmp_rejects, write_index=False, compute=False)
         # One graph: every partition is scored once, feeding both outputs and the counts.
         _, _, reason_counts, rows_scored = dask.compute(
-            write_scored, write_rejects, rejected["reason"].value_counts(), scored.shape[0]
+            write_scored, write_rejects, rejected[reason].value_counts(), scored.shape[0]
         )
         _publish(tmp_out, output)
         _publish(tmp_rejects, rejects_out)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from shared_features import LoadedModel, ModelRegistry
-from shared_features.batch import OUTPUT_COLUMNS, assemble, check_columns, score_values
+from shared_features.batch import added_columns, assemble, check_columns, score_values
 from shared_features.errors import ToxiserveError
 from shared_features.text import MAX_TEXT_CHARS
 
@@ -41,6 +41,7 @@ class ScoreJob:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     rejects: str | None = None
     keep_text: bool = False
+    output_prefix: str = ""  # before the added column names, for inputs that already have them
     escape_formulas: bool = True  # CSV output: prefix cells a spreadsheet would run as formulas with '
     max_chars: int = MAX_TEXT_CHARS
     on_version_mismatch: str = "error"
@@ -146,7 +147,15 @@ def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_inte
         table, first_row, outcome = pending.popleft()
         scores, reasons = outcome.result() if isinstance(outcome, Future) else outcome
         chunk = assemble(
-            table, job.text_column, first_row, scores, reasons, model.version, model.threshold, job.keep_text
+            table,
+            job.text_column,
+            first_row,
+            scores,
+            reasons,
+            model.version,
+            model.threshold,
+            job.keep_text,
+            job.output_prefix,
         )
         output.write(chunk.scored)
         rejects.write(chunk.rejects)
@@ -159,7 +168,7 @@ def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_inte
         for table in source.chunks():
             if schema is None:
                 schema = table.schema
-                check_columns(schema, job.text_column, job.keep_text)
+                check_columns(schema, job.text_column, job.keep_text, job.output_prefix)
             texts = table.column(job.text_column).to_pylist()
             queued = sum(1 for *_, o in pending if isinstance(o, Future) and not o.done())
             if pool and queued < 2 * helpers:  # keep each helper one chunk ahead
@@ -189,9 +198,9 @@ def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_inte
 def _empty_schemas(schema: pa.Schema | None, job: ScoreJob) -> tuple[pa.Schema, pa.Schema]:
     """Schemas for outputs of an input with no rows at all, so the files are still valid and typed."""
     base = [f for f in (schema or pa.schema([])) if job.keep_text or f.name != job.text_column]
-    scored = pa.schema([*base, ("score", pa.float64()), ("label", pa.string()), ("model_version", pa.string())])
-    rejects = pa.schema([("row_number", pa.int64()), ("reason", pa.string()), *base])
-    assert [f.name for f in scored][-3:] == list(OUTPUT_COLUMNS)
+    (score, label, version), (row_number, reason) = added_columns(job.output_prefix)
+    scored = pa.schema([*base, (score, pa.float64()), (label, pa.string()), (version, pa.string())])
+    rejects = pa.schema([(row_number, pa.int64()), (reason, pa.string()), *base])
     return scored, rejects
 
 

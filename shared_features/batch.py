@@ -16,6 +16,14 @@ OUTPUT_COLUMNS = ("score", "label", "model_version")
 REJECT_COLUMNS = ("row_number", "reason")
 
 
+def added_columns(prefix: str = "") -> tuple[tuple[str, str, str], tuple[str, str]]:
+    """The names a batch job adds: (score, label, model_version) to the output and (row_number,
+    reason) to the rejects, each with `prefix` (for inputs that already have such columns)."""
+    score, label, version = (prefix + name for name in OUTPUT_COLUMNS)
+    row_number, reason = (prefix + name for name in REJECT_COLUMNS)
+    return (score, label, version), (row_number, reason)
+
+
 @dataclass
 class ScoredChunk:
     scored: pa.Table  # input columns (text dropped unless kept) + score, label, model_version
@@ -38,13 +46,17 @@ def score_values(model: LoadedModel, values: list, max_chars: int = MAX_TEXT_CHA
     return scores, reasons
 
 
-def check_columns(schema: pa.Schema, text_column: str, keep_text: bool) -> None:
+def check_columns(schema: pa.Schema, text_column: str, keep_text: bool, prefix: str = "") -> None:
     if text_column not in schema.names:
         raise DatasetError(f"input has no column {text_column!r} (columns: {', '.join(schema.names)})")
     kept = set(schema.names) - ({text_column} if not keep_text else set())
-    clash = kept & set(OUTPUT_COLUMNS + REJECT_COLUMNS)
+    outputs, rejects = added_columns(prefix)
+    clash = kept & set(outputs + rejects)
     if clash:
-        raise DatasetError(f"input already has column(s) {sorted(clash)} that the output adds; rename them first")
+        raise DatasetError(
+            f"input already has column(s) {sorted(clash)} that the output adds; name the added columns "
+            f"differently with --output-prefix (e.g. --output-prefix {prefix or ''}pred_)"
+        )
 
 
 def assemble(
@@ -56,22 +68,24 @@ def assemble(
     model_version: str,
     threshold: float,
     keep_text: bool = False,
+    prefix: str = "",
 ) -> ScoredChunk:
     """Split `table` into scored rows (with score/label/model_version) and rejects (with row numbers)."""
+    (score, label, version), (row_number, reason) = added_columns(prefix)
     accepted = pa.array([reason is None for reason in reasons], pa.bool_())
     base = table if keep_text else table.drop_columns([text_column])
     scored = base.filter(accepted)
     labels = np.where(scores >= threshold, "toxic", "clean")
     scored = (
-        scored.append_column("score", pa.array(scores, pa.float64()))
-        .append_column("label", pa.array(labels, pa.string()))
-        .append_column("model_version", pa.array([model_version] * len(scores), pa.string()))
+        scored.append_column(score, pa.array(scores, pa.float64()))
+        .append_column(label, pa.array(labels, pa.string()))
+        .append_column(version, pa.array([model_version] * len(scores), pa.string()))
     )
     rejected = pc.invert(accepted)
     row_numbers = pa.array(np.arange(first_row, first_row + len(reasons), dtype=np.int64)).filter(rejected)
     rejects = base.filter(rejected)
-    rejects = rejects.add_column(0, "reason", pa.array([r for r in reasons if r is not None], pa.string()))
-    rejects = rejects.add_column(0, "row_number", row_numbers)
+    rejects = rejects.add_column(0, reason, pa.array([r for r in reasons if r is not None], pa.string()))
+    rejects = rejects.add_column(0, row_number, row_numbers)
     return ScoredChunk(scored=scored, rejects=rejects)
 
 
@@ -82,7 +96,8 @@ def score_chunk(
     first_row: int,
     keep_text: bool = False,
     max_chars: int = MAX_TEXT_CHARS,
+    prefix: str = "",
 ) -> ScoredChunk:
     """Both steps in this process."""
     scores, reasons = score_values(model, table.column(text_column).to_pylist(), max_chars)
-    return assemble(table, text_column, first_row, scores, reasons, model.version, model.threshold, keep_text)
+    return assemble(table, text_column, first_row, scores, reasons, model.version, model.threshold, keep_text, prefix)

@@ -92,11 +92,15 @@ def drift_report(profile: dict, counts: dict[str, list[float]], threshold: float
             "actual": [round(c / total, 6) for c in observed],
             "counts": [int(c) for c in observed],
         }
+    drifted = any(f["drifted"] for f in features.values())
+    # "insufficient": too few samples for a PSI to mean anything, so "drifted": false says nothing
+    status = "insufficient" if samples < MIN_SAMPLES else "drifted" if drifted else "stable"
     return {
         "samples": samples,
         "min_samples": MIN_SAMPLES,
         "threshold": threshold,
-        "drifted": any(f["drifted"] for f in features.values()),
+        "status": status,
+        "drifted": drifted,
         "features": features,
     }
 

@@ -16,7 +16,7 @@ from tests.conftest import SHIPPED_MODELS, make_rows
 
 from .conftest import BATCHJOB, run_batchjob
 
-BAD_ROWS = {3: None, 8: "   \n ", 13: "&nbsp;", 21: "x" * 2001}
+BAD_ROWS = {3: None, 8: "   \n ", 13: "\u00a0\u200b", 21: "x" * 2001}
 
 
 def make_input(tmp_path, fmt="csv", rows=60, bad=True, name="in") -> tuple[Path, pd.DataFrame]:
