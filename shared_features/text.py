@@ -17,6 +17,26 @@ MAX_TEXT_CHARS = 2000
 URL_TOKEN = "xxurl"
 MENTION_TOKEN = "xxuser"
 
+# Characters that are nothing to a reader: each normalises (NFKC) to white space or to format
+# characters (category Cf), which normalisation removes. A text made only of them is blank. Written
+# out as code point ranges so the OpenAPI schema states the very same rule as a pattern
+# (`VISIBLE_CHARACTER`); tests/shared_features/test_text.py recomputes them from unicodedata. Only
+# the Basic Multilingual Plane: a pattern cannot name a character above it in every JSON Schema
+# dialect and loader, so the few invisible ones up there (tags, musical format controls) are not
+# blank here; a text of only those normalises to empty and is scored as the empty text.
+BLANK_CHARACTER_RANGES = (
+    (0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0xAD, 0xAD), (0x600, 0x605),
+    (0x61C, 0x61C), (0x6DD, 0x6DD), (0x70F, 0x70F), (0x890, 0x891), (0x8E2, 0x8E2), (0x1680, 0x1680),
+    (0x180E, 0x180E), (0x2000, 0x200F), (0x2028, 0x202F), (0x205F, 0x2064), (0x2066, 0x206F),
+    (0x3000, 0x3000), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
+)  # fmt: skip
+VISIBLE_CHARACTER = (
+    "[^"
+    + "".join(f"\\u{low:04x}" + ("" if low == high else f"-\\u{high:04x}") for low, high in BLANK_CHARACTER_RANGES)
+    + "]"
+)
+_VISIBLE = re.compile(VISIBLE_CHARACTER)
+
 _URL = re.compile(r"(?:https?://|www\.)\S+")
 _MENTION = re.compile(r"@\w+")
 _WHITESPACE = re.compile(r"\s+")
@@ -59,10 +79,11 @@ def screen_text(value: object, max_chars: int = MAX_TEXT_CHARS) -> tuple[str | N
         return None, "not_a_string"
     if len(value) > max_chars:
         return None, "too_long"
-    normalised = normalize_text(value)
-    if not normalised:
+    if _VISIBLE.search(value) is None:  # the rule the API schema states: at least one visible character
         return None, "blank"
-    return normalised, None
+    # Not blank, yet possibly empty once normalised (`&nbsp;` is an entity for a space): the model
+    # then scores the empty text, as it would any text with no known feature.
+    return normalize_text(value), None
 
 
 def rejection_reason(value: object, max_chars: int = MAX_TEXT_CHARS) -> str | None:

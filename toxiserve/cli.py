@@ -1,4 +1,4 @@
-"""`toxiserve`: the operator's command line. `toxiserve rollout status|set|promote|rollback|history`
+"""`toxiserve`: the operator's command line. `toxiserve rollout status|set|promote|rollback|reset|history`
 and `toxiserve rollout plan start|status|abort` talk to a running service's admin API;
 `toxiserve feedback FILE` sends labels for answered requests.
 
@@ -31,6 +31,15 @@ class Admin:
         self.key = os.environ.get(key_variable)
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        """The answer of a call that succeeded; a ClickException (exit 1) naming the error otherwise."""
+        status, answer = self.request(method, path, body)
+        if status >= 400:
+            details = f" {json.dumps(answer['details'])}" if answer.get("details") else ""
+            raise click.ClickException(f"{answer.get('error_code', status)}: {answer.get('message')}{details}")
+        return answer
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """(HTTP status, JSON answer); a ClickException when the service cannot be reached or answers no JSON."""
         if not self.key:
             raise click.UsageError(f"set {self.key_variable} to a key of the service")
         try:
@@ -40,15 +49,9 @@ class Admin:
         except requests.RequestException as exc:
             raise click.ClickException(f"cannot reach {self.url}: {type(exc).__name__}") from None
         try:
-            answer = response.json()
+            return response.status_code, response.json()
         except ValueError:
             raise click.ClickException(f"{response.status_code} from {self.url}{path}, not JSON") from None
-        if response.status_code >= 400:
-            details = f" {json.dumps(answer['details'])}" if answer.get("details") else ""
-            raise click.ClickException(
-                f"{answer.get('error_code', response.status_code)}: {answer.get('message')}{details}"
-            )
-        return answer
 
 
 def _state_table(state: dict) -> str:
@@ -149,6 +152,18 @@ def promote(admin: Admin, reason, expected_revision) -> None:
 def rollback(admin: Admin, reason, expected_revision) -> None:
     """Canary share to 0 %; the canary stays named, for inspection."""
     _show(admin, admin.call("POST", "/admin/rollout/rollback", _action_body(reason, expected_revision)), _state_table)
+
+
+@rollout.command()
+@click.option("--reason", required=True, help="Why (required): kept in the history.")
+@click.option(
+    "--expected-revision", type=click.IntRange(min=1), help="Refuse (409) unless the rollout is at this revision."
+)
+@click.pass_obj
+def reset(admin: Admin, reason, expected_revision) -> None:
+    """Re-seed the rollout from the service's settings (TOXISERVE_STABLE_VERSION, _CANARY_VERSION,
+    _CANARY_PERCENT; no shadow): the way out of a stored rollout naming versions no host has."""
+    _show(admin, admin.call("POST", "/admin/rollout/reset", _action_body(reason, expected_revision)), _state_table)
 
 
 @rollout.command()
@@ -276,7 +291,8 @@ def abort(admin: Admin, reason: str) -> None:
 def feedback(path: str, url: str, as_json: bool, batch_size: int) -> None:
     """Send the labels in PATH, a CSV with a header and the columns request_id,label (toxic or clean).
 
-    Exit 0 when every label was accepted; 1 when any was refused (each refusal is listed on stderr).
+    Every usable row is sent; each refused one is listed on stderr with its line number, and
+    "N of M labels accepted" is printed. Exit 0 when every label was accepted, 1 when any was refused.
     """
     import csv
 
@@ -284,20 +300,41 @@ def feedback(path: str, url: str, as_json: bool, batch_size: int) -> None:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"request_id", "label"} <= set(reader.fieldnames):
             raise click.UsageError(f"{path} needs a header with the columns request_id and label")
-        items = [{"request_id": row["request_id"], "label": row["label"]} for row in reader]
+        rows = [(reader.line_num, {"request_id": row["request_id"], "label": row["label"]}) for row in reader]
     client = Admin(url, as_json, "TOXISERVE_API_KEY")
-    results = []
-    for start in range(0, len(items), batch_size):
-        results += client.call("POST", "/v1/feedback", {"items": items[start : start + batch_size]})["results"]
-    refused = [result for result in results if result["status"] != "accepted"]
+    results = []  # (line, result), in file order
+    for start in range(0, len(rows), batch_size):
+        results += _send_labels(client, rows[start : start + batch_size])
+    refused = [(line, result) for line, result in results if result["status"] != "accepted"]
     if as_json:
-        click.echo(json.dumps({"accepted": len(results) - len(refused), "results": results}, indent=2))
+        shown = [{"line": line, **result} for line, result in results]
+        click.echo(json.dumps({"accepted": len(results) - len(refused), "results": shown}, indent=2))
     else:
-        click.echo(f"{len(results) - len(refused)} of {len(items)} labels accepted")
-    for result in refused:
-        click.echo(f"{result['request_id']}: {result['error_code']}: {result['message']}", err=True)
+        click.echo(f"{len(results) - len(refused)} of {len(rows)} labels accepted")
+    for line, result in refused:
+        click.echo(f"line {line}: {result['request_id']}: {result['error_code']}: {result['message']}", err=True)
     if refused:
         raise SystemExit(1)
+
+
+def _send_labels(client: Admin, rows: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """One call for the rows; when the service refuses the call as a whole (an item it cannot read),
+    each row on its own, so only the unusable ones are refused and every refusal names its row."""
+    status, answer = client.request("POST", "/v1/feedback", {"items": [item for _, item in rows]})
+    if status == 202:
+        return [(line, result) for (line, _), result in zip(rows, answer["results"], strict=True)]
+    if status >= 500 or len(rows) == 1 or status in (401, 403, 429):
+        raise click.ClickException(f"{answer.get('error_code', status)}: {answer.get('message')}")
+    results = []
+    for line, item in rows:
+        status, answer = client.request("POST", "/v1/feedback", item)
+        if status >= 500 or status in (401, 403, 429):
+            raise click.ClickException(f"{answer.get('error_code', status)}: {answer.get('message')}")
+        details = f" {json.dumps(answer['details'])}" if answer.get("details") else ""
+        message = f"{answer.get('message')}{details}"
+        refused = {"status": "refused", "error_code": answer.get("error_code"), "message": message}
+        results.append((line, answer if status == 202 else {"request_id": item["request_id"], **refused}))
+    return results
 
 
 def main() -> None:

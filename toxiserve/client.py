@@ -1,9 +1,9 @@
 """A small Python client for toxiserve: timeouts, retries with backoff and full jitter, one request id.
 
-    client = ToxiserveClient("http://127.0.0.1:8000", api_key="...")
+    client = ToxiserveClient("http://127.0.0.1:8000", api_key="...")  # or $TOXISERVE_URL, $TOXISERVE_API_KEY
     client.predict("some text")                  # canary router, /predict
-    client.predict("some text", version="v2")    # /v2/predict
-    client.batch_predict(["a", "b"], version="v1")
+    client.predict("some text", version="v3")    # /v1/models/v3/predict: any version the rollout names
+    client.batch_predict(["a", "b"], version="v3", on_error="item")
 
 Every retry of a call carries the same request_id, so the server's idempotency turns retries
 into replays: a call is answered once however often it is sent.
@@ -16,13 +16,17 @@ TOXISERVE_REQUEST_DEADLINE (10 s), inside the 15 s read timeout.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import requests
+
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 # 429/503: the service says "later". 502/504: a load balancer in front says its upstream died or
 # timed out without an answer (a host killed mid-request): resent under the same request id, the
@@ -50,8 +54,8 @@ class ClientError(Exception):
 class ToxiserveClient:
     def __init__(
         self,
-        base_url: str,
-        api_key: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
         timeout: float | tuple[float, float] = (2.0, 15.0),
         max_retries: int = 10,
         retry_budget: float = 60.0,
@@ -62,6 +66,10 @@ class ToxiserveClient:
         sleep: Callable[[float], None] = time.sleep,
         random_fraction: Callable[[], float] = random.random,
     ) -> None:
+        base_url = base_url or os.environ.get("TOXISERVE_URL") or DEFAULT_URL
+        api_key = api_key or os.environ.get("TOXISERVE_API_KEY")
+        if not api_key:
+            raise ValueError("no API key: pass api_key or set TOXISERVE_API_KEY")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
@@ -72,11 +80,18 @@ class ToxiserveClient:
         self._sleep, self._random = sleep, random_fraction
 
     def predict(self, text: str, version: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        path = f"/{version}/predict" if version else "/predict"
+        """One text: the canary router, or `version` (any version the rollout names)."""
+        path = f"/v1/models/{quote(version, safe='')}/predict" if version else "/predict"
         return self._post(path, {"text": text}, request_id)
 
-    def batch_predict(self, texts: list[str], version: str = "v1", request_id: str | None = None) -> dict[str, Any]:
-        return self._post(f"/{version}/batch_predict", {"texts": list(texts)}, request_id)
+    def batch_predict(
+        self, texts: list[str], version: str = "v1", request_id: str | None = None, on_error: str | None = None
+    ) -> dict[str, Any]:
+        """Texts scored by `version`; `on_error="item"` answers an unusable text in its place."""
+        body: dict[str, Any] = {"texts": list(texts)}
+        if on_error is not None:
+            body["on_error"] = on_error
+        return self._post(f"/v1/models/{quote(version, safe='')}/batch_predict", body, request_id)
 
     def models(self) -> dict[str, Any]:
         return self._send("GET", "/v1/models", None, uuid.uuid4().hex)

@@ -82,12 +82,14 @@ class DataPlane:
         shape: Callable[[list[Prediction], str, str], dict],
         single: bool = False,
         client_gone: Callable[[], bool] | None = None,
+        per_item: bool = False,
     ) -> dict:
         """Admit, then answer `texts` with `version` (None: the canary router decides).
 
         `shape(predictions, model_version, request_id)` is the transport's answer body: what
         idempotency stores and replays for this `operation` (a route or RPC), so a replay is
-        byte-for-byte the first answer.
+        byte-for-byte the first answer. With `per_item`, an unusable text of a batch is answered in
+        its place instead of refusing the batch.
         """
         service = self.service
         call.text_count = None if single else len(texts)
@@ -115,7 +117,7 @@ class DataPlane:
                     if single:
                         predictions = [service.inference.predict(texts[0], chosen, deadline)]
                     else:
-                        predictions = service.inference.predict_batch(texts, chosen, deadline)
+                        predictions = service.inference.predict_batch(texts, chosen, deadline, per_item)
                 except Exception as exc:
                     if version is None and arm_fault(exc):
                         service.evidence.failed(call.rollout_revision, call.arm)
@@ -123,14 +125,18 @@ class DataPlane:
                 if version is None:
                     # Evidence for the rollout controller: this arm's latency so far and its scores.
                     seconds = time.perf_counter() - call.started
-                    service.evidence.answered(call.rollout_revision, call.arm, seconds, [p.score for p in predictions])
-                    self._shadow(call, chosen, texts, predictions)
+                    scores = [p.score for p in predictions if isinstance(p, Prediction)]
+                    service.evidence.answered(call.rollout_revision, call.arm, seconds, scores)
+                    if len(scores) == len(texts):
+                        self._shadow(call, chosen, texts, predictions)
                 return shape(predictions, chosen, call.request_id)
 
             if not call.client_request_id:  # an id we generated can never repeat: nothing to deduplicate
                 body = compute()
             else:
                 payload = {"texts": texts, "version": version, "single": single}
+                if per_item:  # only then: the records of requests without it keep their fingerprint
+                    payload["per_item"] = True
                 try:
                     body, replayed = service.idempotency.run_once(
                         call.key_id, call.request_id, operation, payload, compute

@@ -55,6 +55,17 @@ class Prediction:
         return {"label": self.label, "score": self.score}
 
 
+@dataclass(frozen=True)
+class ItemError:
+    """A batch item that could not be scored, answered in its place (`"on_error": "item"`)."""
+
+    error_code: str
+    message: str
+
+    def as_result(self) -> dict:
+        return {"error_code": self.error_code, "message": self.message}
+
+
 class InferenceService:
     """Scores texts with the loaded models (a dict replaced whole when the rollout loads or unloads one)."""
 
@@ -103,7 +114,9 @@ class InferenceService:
             raise UnprocessableError(message, details={"text": [reason]})
         return normalised
 
-    def screen_batch(self, texts: list[str]) -> list[str]:
+    def screen_batch(self, texts: list[str], per_item: bool = False) -> tuple[list[str], dict[int, ItemError]]:
+        """The normalised texts; an unusable text refuses the whole batch (422), or with `per_item`
+        is returned as an ItemError by its index. An empty or oversized batch is always refused."""
         if not texts:
             raise EmptyBatchError("texts must hold at least one text")
         if len(texts) > self.max_batch_size:
@@ -111,18 +124,20 @@ class InferenceService:
                 f"batch of {len(texts)} texts exceeds the limit of {self.max_batch_size}",
                 details={"texts": [f"at most {self.max_batch_size} items"]},
             )
-        normalised, bad = [], {}
+        normalised, bad, refused = [], {}, {}
         for index, text in enumerate(texts):
             clean, reason = screen_text(text, self.max_text_chars)
             normalised.append(clean)
             if reason:
                 bad[str(index)] = [reason]
-        if bad:
+                message = _REASON_MESSAGES[reason].format(max_chars=self.max_text_chars)
+                refused[index] = ItemError(UnprocessableError.error_code, message)
+        if bad and not per_item:
             raise UnprocessableError(
                 f"{len(bad)} of {len(texts)} texts cannot be scored (blank or over {self.max_text_chars} characters)",
                 details={"texts": bad},
             )
-        return normalised
+        return normalised, refused
 
     def _score(
         self, model: LoadedModel, normalised: list[str], raw: list[str], deadline: Deadline | None = None
@@ -171,12 +186,22 @@ class InferenceService:
             score = self._score(model, [normalised], [text], deadline)[0]
         return Prediction("toxic" if score >= model.threshold else "clean", score, version)
 
-    def predict_batch(self, texts: list[str], version: str, deadline: Deadline | None = None) -> list[Prediction]:
+    def predict_batch(
+        self, texts: list[str], version: str, deadline: Deadline | None = None, per_item: bool = False
+    ) -> list[Prediction | ItemError]:
+        """Every text scored, in order; with `per_item`, an unusable text is an ItemError in its place."""
         model = self.model(version)
-        normalised = self.screen_batch(texts)
+        normalised, refused = self.screen_batch(texts, per_item)
         threshold = model.threshold
-        scores = self._score(model, normalised, texts, deadline)
-        return [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
+        if refused:
+            kept = [i for i in range(len(texts)) if i not in refused]
+            normalised, texts = [normalised[i] for i in kept], [texts[i] for i in kept]
+        scores = self._score(model, normalised, texts, deadline) if texts else []
+        predictions = [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
+        if refused:
+            scored = iter(predictions)
+            predictions = [refused.get(i) or next(scored) for i in range(len(refused) + len(predictions))]
+        return predictions
 
     def warm(self, model: LoadedModel) -> None:
         """One prediction, so the first real request pays no lazy initialisation; and a first

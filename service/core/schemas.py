@@ -16,6 +16,14 @@ class PredictRequestSchema(Schema):
 
 class BatchPredictRequestSchema(Schema):
     texts = fields.List(fields.String(), required=True, metadata={"description": "1 to MAX_BATCH_SIZE texts."})
+    on_error = fields.String(
+        load_default="request",
+        validate=validate.OneOf(("request", "item")),
+        metadata={
+            "description": "`request` (the default): one unusable text refuses the whole batch with 422. `item`: "
+            'each unusable text gets `{"error_code", "message"}` in its place in `results`, the others are scored.'
+        },
+    )
     request_id = fields.String()
 
 
@@ -29,6 +37,13 @@ class PredictResponseSchema(Schema):
 class BatchResultSchema(Schema):
     label = fields.String(required=True, validate=validate.OneOf(LABELS))
     score = fields.Float(required=True)
+
+
+class BatchItemErrorSchema(Schema):
+    """In `results` in place of a text that could not be scored, with `"on_error": "item"`."""
+
+    error_code = fields.String(required=True)
+    message = fields.String(required=True)
 
 
 class BatchPredictResponseSchema(Schema):
@@ -106,6 +121,12 @@ class ReadySchema(Schema):
     )
     models = fields.Dict(keys=fields.String(), values=fields.Dict())
     store = fields.Nested(StoreHealthSchema)
+    degraded = fields.Dict(
+        metadata={
+            "description": "Present while this process serves less than the stored rollout names: the stored "
+            "`revision`, the `missing` versions (version: why), the `stored` state and what it is `serving`."
+        }
+    )
 
 
 class ModelInfoSchema(Schema):
@@ -133,6 +154,10 @@ class DriftReportSchema(Schema):
     samples = fields.Integer()
     min_samples = fields.Integer()
     threshold = fields.Float()
+    status = fields.String(
+        validate=validate.OneOf(("stable", "drifted", "insufficient")),
+        metadata={"description": "insufficient: fewer than min_samples, so drifted: false says nothing"},
+    )
     drifted = fields.Boolean()
     features = fields.Dict(keys=fields.String(), values=fields.Nested(DriftFeatureSchema))
     message = fields.String()
@@ -172,6 +197,13 @@ class RolloutActionSchema(Schema):
     """promote / rollback: why, and optionally the revision the caller saw."""
 
     reason = fields.String(validate=validate.Length(max=500))
+    expected_revision = fields.Integer(validate=validate.Range(min=1))
+
+
+class RolloutResetSchema(Schema):
+    """reset: why (required: a reset throws away whatever the rollout was), and optionally the revision seen."""
+
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
     expected_revision = fields.Integer(validate=validate.Range(min=1))
 
 

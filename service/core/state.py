@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from service.admission.auth import ApiKeys
 from service.admission.backpressure import InFlightLimiter
@@ -22,7 +23,9 @@ from service.rollout.state import Rollout, RolloutState, seed
 from service.settings import ConfigError, ServiceSettings
 from service.store import StoreUnavailableError, open_store
 from service.store.breaker import CircuitBreaker
+from service.store.factory import shown_url
 from shared_features import ModelRegistry
+from shared_features.errors import ModelError, ToxiserveError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class ServiceState:
             settings.max_loaded_versions,
         )
         self.rollout.on_adopt.append(metrics.set_rollout)
+        self.rollout.on_adopt.append(lambda _: metrics.ROLLOUT_DEGRADED.set(1 if self.rollout.degraded else 0))
         self.evidence = EvidenceRecorder(self.store.evidence, policy.call)
         self.rollout.on_poll.append(self.evidence.flush)  # the follower thread adds this process's tallies
         self.shadow = ShadowScorer(
@@ -108,7 +112,10 @@ class ServiceState:
                 self.settings.microbatch_max_wait_ms,
                 self.settings.microbatch_max_queue,
             )
-        self.rollout.adopt(state, force=True)
+        try:
+            self.rollout.adopt(state, force=True)
+        except ToxiserveError:
+            self._serve_what_loads(state)  # a stored state this host cannot serve in full never bricks a start
         self.readiness.mark_ready()
         log.info(
             "models loaded and warmed",
@@ -118,6 +125,48 @@ class ServiceState:
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
+
+    def _serve_what_loads(self, stored: RolloutState) -> None:
+        """Route under the part of `stored` that loads here: a missing stable is replaced by the
+        settings' stable (else the canary), a missing canary's share goes to stable, a missing shadow
+        is dropped. Raises ModelError when nothing it or the settings name loads."""
+        loaded: dict[str, object] = {}
+        missing: dict[str, str] = {}
+
+        def loads(version: str) -> bool:
+            if version not in loaded and version not in missing:
+                try:
+                    loaded[version] = self.load_version(version)
+                except ToxiserveError as exc:
+                    missing[version] = exc.message
+            return version in loaded
+
+        for version in stored.named:
+            loads(version)
+        stable = next((v for v in (stored.stable, self.settings.stable_version, stored.canary) if loads(v)), None)
+        if stable is None:
+            raise ModelError("; ".join(dict.fromkeys(missing.values())))  # each reason once, the stable's first
+        canary_missing = stored.canary in missing or stored.canary == stable
+        served = replace(
+            stored,
+            stable=stable,
+            canary=stable if canary_missing else stored.canary,
+            canary_percent=0.0 if canary_missing else stored.canary_percent,
+            shadow=None if stored.shadow in missing else stored.shadow,
+            shadow_percent=0.0 if stored.shadow in missing else stored.shadow_percent,
+        )
+        metrics.ROLLOUT_ADOPT_FAILURES.inc()
+        named_missing = {version: why for version, why in missing.items() if version in stored.named}
+        self.rollout.serve_degraded(stored, served, named_missing, shown_url(self.settings.store_url))
+
+    def rollout_health(self) -> dict | None:
+        """For /readyz: what of the stored rollout this process cannot serve, if anything."""
+        degraded = self.rollout.degraded
+        if degraded is None:
+            return None
+        current = self.rollout.current
+        serving = {"stable": current.stable, "canary": current.canary, "canary_percent": current.canary_percent}
+        return {**degraded, "serving": serving}
 
     def load_version(self, version: str):
         """A verified, warmed model of this version: the loaded one, or loaded now (NotFound/ModelError)."""

@@ -15,7 +15,7 @@ from service.http.views.feedback import give_feedback, model_quality
 from service.http.views.health import bp as health_bp
 from service.http.views.models import list_models, model_drift
 from service.http.views.oip import bp as oip_bp
-from service.http.views.predict import version_blueprint
+from service.http.views.predict import batch_predict_version, predict_version, version_blueprint
 from service.http.views.router import bp as router_bp
 from service.observability import logs, metrics
 from service.settings import ConfigError
@@ -50,6 +50,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     v1.add_url_rule("/models/<version>/drift", "drift", model_drift, methods=["GET"])
     v1.add_url_rule("/models/<version>/quality", "quality", model_quality, methods=["GET"])
     v1.add_url_rule("/feedback", "feedback", give_feedback, methods=["POST"])
+    # Any version the rollout names, with the fixed routes' contract (/v1 is the API's version here)
+    v1.add_url_rule("/models/<version>/predict", "model_predict", predict_version, methods=["POST"])
+    v1.add_url_rule("/models/<version>/batch_predict", "model_batch_predict", batch_predict_version, methods=["POST"])
     v2 = version_blueprint("v2", "v2")
     blueprints = (health_bp, docs_bp, metrics.bp, v1, v2, router_bp, oip_bp, admin_bp)
     for blueprint in blueprints:

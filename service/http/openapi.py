@@ -22,6 +22,7 @@ from service.rollout.plan import PlanRunningError
 from service.rollout.state import InvalidRolloutError, RevisionConflictError
 from service.store import StoreUnavailableError
 from shared_features.errors import UnprocessableError
+from shared_features.text import VISIBLE_CHARACTER
 
 bp = Blueprint("docs", __name__)
 _Limits = namedtuple("_Limits", "max_text_chars max_batch_size max_content_length model_name versions")
@@ -120,18 +121,47 @@ def _limits(spec: dict, settings) -> None:
     """The limits this process enforces, in the request schemas."""
     components = spec["components"]["schemas"]
     request_id = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": REQUEST_ID_PATTERN.pattern}
+    # The server's blank rule, stated: at least one character that is not white space or an
+    # invisible format character (the pattern is a search, so it asks for one anywhere).
     text = {
         "type": "string",
         "minLength": 1,
         "maxLength": settings.max_text_chars,
-        "description": "Raw text. One that normalises to nothing (only spaces or invisible format "
-        "characters) is refused with 422 UNPROCESSABLE.",
+        "pattern": VISIBLE_CHARACTER,
+        "description": "Raw text with at least one visible character: one of only white space or invisible "
+        "format characters is blank, refused with 422 UNPROCESSABLE.",
     }
+    any_text = {"type": "string", "description": "Raw text; an unusable one is answered in its place."}
     components["PredictRequest"]["properties"].update(text=text, request_id=request_id)
-    components["BatchPredictRequest"]["properties"].update(
-        texts={"type": "array", "items": text, "minItems": 1, "maxItems": settings.max_batch_size},
-        request_id=request_id,
-    )
+    # Two shapes, so the document says which texts each accepts: the default refuses the batch for
+    # one unusable text; "on_error": "item" answers it in its place, so any string is accepted there.
+    batch = components.pop("BatchPredictRequest")
+    texts = {"type": "array", "minItems": 1, "maxItems": settings.max_batch_size}
+    whole = batch["properties"]["on_error"]
+    per_item = {name: value for name, value in whole.items() if name != "default"}
+    components["BatchPredictRequest"] = {
+        "oneOf": [
+            {
+                **batch,
+                "properties": {
+                    "texts": {**texts, "items": text},
+                    "on_error": {**whole, "enum": ["request"]},
+                    "request_id": request_id,
+                },
+                "additionalProperties": False,
+            },
+            {
+                **batch,
+                "properties": {
+                    "texts": {**texts, "items": any_text},
+                    "on_error": {**per_item, "enum": ["item"]},
+                    "request_id": request_id,
+                },
+                "required": ["on_error", "texts"],
+                "additionalProperties": False,
+            },
+        ]
+    }
     infer = components["InferRequest"]["properties"]
     infer["id"] = request_id
     infer["inputs"].update(minItems=1, maxItems=1)
@@ -148,8 +178,10 @@ def _limits(spec: dict, settings) -> None:
     }
     tensor["name"]["enum"] = ["text"]
     tensor["datatype"]["enum"] = ["BYTES"]
-    for name in ("PredictRequest", "BatchPredictRequest"):
-        components[name]["additionalProperties"] = False
+    components["PredictRequest"]["additionalProperties"] = False
+    # With "on_error": "item", an unusable text's place in `results` holds its error instead.
+    results = components["BatchPredictResponse"]["properties"]["results"]
+    results["items"] = {"oneOf": [results["items"], {"$ref": "#/components/schemas/BatchItemError"}]}
 
 
 ADMIN_READ = (errors.UnauthorizedError, errors.ForbiddenError, StoreUnavailableError)
@@ -198,6 +230,18 @@ def _admin_paths(spec) -> None:
             f"/admin/rollout/{action}",
             operations={"post": operation(summary, "RolloutState", ADMIN_WRITE, "RolloutAction")},
         )
+    spec.path(
+        "/admin/rollout/reset",
+        operations={
+            "post": operation(
+                "Re-seed the rollout from the settings (TOXISERVE_STABLE_VERSION, _CANARY_VERSION, _CANARY_PERCENT)",
+                "RolloutState",
+                ADMIN_WRITE,
+                "RolloutReset",
+                required=True,
+            )
+        },
+    )
     spec.path(
         "/admin/rollout/plan",
         operations={
@@ -313,6 +357,7 @@ def _build(limits: tuple[int, int, int]) -> dict:
         "BatchPredictRequest",
         "PredictResponse",
         "BatchPredictResponse",
+        "BatchItemError",
         "Error",
         "OipError",
         "Health",
@@ -324,6 +369,7 @@ def _build(limits: tuple[int, int, int]) -> dict:
         "RolloutState",
         "RolloutChange",
         "RolloutAction",
+        "RolloutReset",
         "RolloutHistory",
         "RolloutPlanRequest",
         "RolloutPlan",
@@ -379,6 +425,25 @@ def _build(limits: tuple[int, int, int]) -> dict:
             }
         },
     )
+    for path, summary, request, response, raised in (
+        (
+            "/v1/models/{version}/predict",
+            "Score one text with this model version (any version the rollout names; 404 otherwise)",
+            "PredictRequest",
+            "PredictResponse",
+            SCORING,
+        ),
+        (
+            "/v1/models/{version}/batch_predict",
+            f"Score 1 to {settings.max_batch_size} texts with this model version",
+            "BatchPredictRequest",
+            "BatchPredictResponse",
+            batch_errors,
+        ),
+    ):
+        operation = _scoring(summary, request, response, (*raised, errors.NotFoundError))
+        operation["post"]["parameters"] = _path_parameters(path, settings)
+        spec.path(path, operations=operation)
     oip_infer_errors = (*batch_errors, errors.NotFoundError)
     for path, summary in (
         ("/v2/models/{model_name}/infer", "OIP inference through the canary router"),

@@ -112,6 +112,12 @@ ROLLOUT_PLAN_DECISIONS = Counter(
 ROLLOUT_ADOPT_FAILURES = Counter(
     "rollout_adopt_failures", "Rollout revisions this process could not adopt (a version that would not load here)"
 )
+# "mostrecent": a process that recovers sets 0 after the master (which loaded the models) set 1.
+ROLLOUT_DEGRADED = Gauge(
+    "rollout_degraded",
+    "1 while this host serves less than the stored rollout names (a version it cannot load)",
+    multiprocess_mode="livemostrecent",
+)
 # The rollout each process serves: after a change, every process reports the new revision within a poll.
 ROLLOUT_REVISION = Gauge("rollout_revision", "Rollout revision this process routes under", multiprocess_mode="max")
 ROLLOUT_CANARY_PERCENT = Gauge(

@@ -51,8 +51,8 @@ class Feedback:
         answer = json.loads(stored)
         if "label" not in answer or "score" not in answer or "model_version" not in answer:
             raise UnprocessableError(
-                "that request was a batch (or an OIP call): feedback labels one-text answers from /predict or "
-                "/v1|/v2/predict",
+                "that request was a batch (or an OIP call): feedback labels one-text answers from /predict, "
+                "/v1|/v2/predict or /v1/models/<version>/predict",
                 details={"request_id": [request_id]},
             )
         version, predicted = answer["model_version"], answer["label"]

@@ -6,6 +6,10 @@ each with a 95 % interval.
 - F1 and macro-F1 are not proportions: a percentile bootstrap of the confusion matrix (2,000
   multinomial resamples of the observed cells, seed 0, so the same counts give the same interval).
 A value whose denominator is 0 is null, with a null interval: no evidence is not a score of 0.
+An interval needs enough labels to mean anything: over 0 or 1 of them (Wilson), or fewer than
+MIN_BOOTSTRAP_LABELS (bootstrap: resampling a handful of labels gives back nearly the same matrix,
+and an interval like [0.0, 0.0] that looks certain), it is null with `"insufficient": true`.
+The confusion matrix is `confusion[predicted][actual]`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import numpy as np
 LABELS = ("toxic", "clean")
 Z_95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 2000
+MIN_WILSON_LABELS = 2
+MIN_BOOTSTRAP_LABELS = 20
 INTERVALS = (
     "95 %: Wilson score for precision, recall and accuracy; "
     "percentile bootstrap of the confusion matrix (2,000 resamples) for F1 and macro-F1"
@@ -24,7 +30,7 @@ INTERVALS = (
 
 
 def wilson(successes: int, n: int, z: float = Z_95) -> list[float] | None:
-    if n == 0:
+    if n < MIN_WILSON_LABELS:
         return None
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -34,7 +40,8 @@ def wilson(successes: int, n: int, z: float = Z_95) -> list[float] | None:
 
 def _ratio(numerator: int, denominator: int) -> dict:
     value = round(numerator / denominator, 6) if denominator else None
-    return {"value": value, "interval": wilson(numerator, denominator), "n": denominator}
+    interval = wilson(numerator, denominator)
+    return {"value": value, "interval": interval, "insufficient": interval is None, "n": denominator}
 
 
 def _f1s(cells: np.ndarray) -> np.ndarray:
@@ -57,7 +64,7 @@ def report(matrix: dict[str, dict[str, int]]) -> dict:
     classes = {}
     f1 = _f1s(cells.astype(float))
     resampled = None
-    if n:
+    if n >= MIN_BOOTSTRAP_LABELS:
         rng = np.random.default_rng(0)
         draws = rng.multinomial(n, (cells / n).ravel(), size=BOOTSTRAP_RESAMPLES).reshape(-1, 2, 2).astype(float)
         resampled = _f1s(draws)
@@ -71,7 +78,11 @@ def report(matrix: dict[str, dict[str, int]]) -> dict:
             "support": int(cells[:, k].sum()),
             "precision": _ratio(tp, int(cells[k, :].sum())),
             "recall": _ratio(tp, int(cells[:, k].sum())),
-            "f1": {"value": None if math.isnan(f1[k]) else round(float(f1[k]), 6), "interval": f1_interval},
+            "f1": {
+                "value": None if math.isnan(f1[k]) else round(float(f1[k]), 6),
+                "interval": f1_interval,
+                "insufficient": f1_interval is None,
+            },
         }
     macro = None if np.isnan(f1).any() else round(float(f1.mean()), 6)
     macro_interval = None
@@ -82,7 +93,8 @@ def report(matrix: dict[str, dict[str, int]]) -> dict:
     return {
         "labels": n,
         "confusion": {p: dict(zip(LABELS, map(int, cells[i]), strict=True)) for i, p in enumerate(LABELS)},
+        "confusion_axes": ["predicted", "actual"],  # confusion[predicted][actual]
         "accuracy": _ratio(int(np.trace(cells)), n),
         "classes": classes,
-        "macro_f1": {"value": macro, "interval": macro_interval},
+        "macro_f1": {"value": macro, "interval": macro_interval, "insufficient": macro_interval is None},
     }

@@ -163,6 +163,9 @@ class Rollout:
         self._lock = threading.Lock()  # one adoption at a time (the follower, an admin call)
         self._follower_pid: int | None = None
         self._failed_revision: int | None = None
+        # Set while this process serves less than the stored state names (a version it cannot load
+        # at start): what is missing and what it serves instead. The follower retries every poll.
+        self.degraded: dict | None = None
         self.on_adopt: list[Callable[[RolloutState], None]] = []
         self.on_poll: list[Callable[[], object]] = []  # run by the follower thread after each poll
 
@@ -196,9 +199,43 @@ class Rollout:
                 return
             self.prepare(state)
             self.current = state
+            recovered, self.degraded = self.degraded is not None, None
         for callback in self.on_adopt:
             callback(state)
         log.info("rollout revision adopted", extra={"revision": state.revision, "versions": state.named})
+        if recovered:
+            log.warning("rollout revision %s is served in full again: every version it names is loaded", state.revision)
+
+    def serve_degraded(self, stored: RolloutState, served: RolloutState, missing: dict[str, str], store: str) -> None:
+        """Start-up with a stored state naming versions this host cannot load (`missing`: version ->
+        why): route under `served`, the most of it that loads here, and say so once, clearly."""
+        with self._lock:
+            self.prepare(served)
+            self.current = served
+            self.degraded = {"revision": stored.revision, "missing": missing, "stored": stored.public()}
+            self._failed_revision = stored.revision  # the follower's retries are counted, not logged again
+        for callback in self.on_adopt:
+            callback(served)
+        roles = {
+            version: role
+            for role, version in (("shadow", stored.shadow), ("canary", stored.canary), ("stable", stored.stable))
+        }
+        named = ", ".join(f"{version} ({roles.get(version, 'named')}: {why})" for version, why in missing.items())
+        log.error(
+            "rollout revision %s in store %s, set by %s at %s (%s), names versions this host cannot load: %s. Serving "
+            "stable %s with %s %% to canary %s until they load (retried every poll). Fix: put them under "
+            "TOXISERVE_MODEL_DIR, change the rollout, or re-seed it from the settings with `toxiserve "
+            "rollout reset --reason ...`",
+            stored.revision,
+            store,
+            stored.updated_by,
+            stored.updated_at,
+            stored.reason or "no reason given",
+            named,
+            served.stable,
+            served.canary_percent,
+            served.canary,
+        )
 
     def refresh(self, catch_up: int = 3) -> None:
         """The follower thread, every poll interval: read the stored state and adopt a new revision,
@@ -211,10 +248,10 @@ class Rollout:
             except ToxiserveError as exc:  # the store is down (failing closed): route under what we have
                 log.warning("rollout state unreadable; routing under revision %s (%s)", self.current.revision, exc)
                 return
-            if not stored or stored["revision"] == self.current.revision:
+            if not stored or (stored["revision"] == self.current.revision and self.degraded is None):
                 return
             try:
-                self.adopt(RolloutState.from_dict(stored))
+                self.adopt(RolloutState.from_dict(stored), force=self.degraded is not None)
             except Exception as exc:  # a version that won't load here: keep serving, retry at the next poll
                 metrics.ROLLOUT_ADOPT_FAILURES.inc()
                 if self._failed_revision != stored["revision"]:  # once per revision: retries are counted, not logged

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from service.store.base import Store
+
+
+def shown_url(url: str) -> str:
+    """The store URL as logs may show it: without a password (redis://:secret@host -> redis://***@host)."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def open_store(url: str, namespace: str, timeout: float = 0.25) -> Store:

@@ -145,7 +145,7 @@ def test_a_sigkilled_host_loses_no_request_with_the_client(cluster):
         for future in futures:
             future.result(120)
     retried = sum(1 for rid in ids if sends[rid] > 1)
-    replays = [cluster.post("/v2/batch_predict", {"texts": texts, "request_id": rid}, KEY) for rid in ids]
+    replays = [cluster.post("/v1/models/v2/batch_predict", {"texts": texts, "request_id": rid}, KEY) for rid in ids]
     print(f"crash: {len(ids)} sent, {len(answers)} answered, {retried} retried, {len(replays)} replayed")
     assert errors == [] and set(answers) == set(ids)
     assert all(

@@ -81,7 +81,7 @@ def test_429_is_retried_and_given_request_id_kept():
     with ScriptedServer([(429, {"Retry-After": "2"}), (200, {})]) as server:
         client, sleeps = make_client(server.url)
         result = client.predict("hello", version="v2", request_id="mine-1")
-    assert result["request_id"] == "mine-1" and server.seen[0]["path"] == "/v2/predict"
+    assert result["request_id"] == "mine-1" and server.seen[0]["path"] == "/v1/models/v2/predict"
     assert sleeps == [2.0]
 
 

@@ -82,7 +82,7 @@ def test_quality_counts_and_intervals_across_two_hosts_and_rollout_revisions(sto
     first.put("/admin/rollout", json={"canary_percent": 20}, headers=ADMIN)  # a new step starts counting afresh
     after = second.get("/v1/models/v1/quality", headers=AUTH).json
     assert after["current_revision"]["revision"] == 2 and after["current_revision"]["labels"] == 0
-    assert after["current_revision"]["accuracy"] == {"value": None, "interval": None, "n": 0}
+    assert after["current_revision"]["accuracy"] == {"value": None, "interval": None, "insufficient": True, "n": 0}
     assert after["all_time"]["labels"] == 12
     assert first.get("/v1/models/v9/quality", headers=AUTH).status_code == 404
     scrape = first.get("/metrics").get_data(as_text=True)

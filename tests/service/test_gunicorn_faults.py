@@ -117,8 +117,8 @@ def test_a_worker_killed_mid_batch_loses_no_request(backend, shipped_registry, r
             assert answer["request_id"] == request_id and answer["model_version"] == "v2"
             scores = [r["score"] for r in answer["results"]]
             assert max(abs(a - b) for a, b in zip(scores, expected, strict=True)) <= 1e-12
-            replay = requests.post(
-                f"{server.url}/v2/batch_predict",
+            replay = requests.post(  # the client's route: a request id is kept per route
+                f"{server.url}/v1/models/v2/batch_predict",
                 json={"texts": texts, "request_id": request_id},
                 headers={"X-API-Key": KEY},
                 timeout=30,

@@ -39,5 +39,9 @@ def test_openapi_documents_every_route_and_the_error_body(app, client):
     assert {"400", "401", "408", "409", "413", "414", "415", "422", "429", "431", "503"} <= set(predict["responses"])
     assert "RATE_LIMITED" in predict["responses"]["429"]["description"]
     assert {"Retry-After", "X-RateLimit-Reset"} <= set(predict["responses"]["429"]["headers"])
-    limits = spec["components"]["schemas"]["BatchPredictRequest"]["properties"]["texts"]
+    whole, per_item = spec["components"]["schemas"]["BatchPredictRequest"]["oneOf"]
+    limits = whole["properties"]["texts"]
     assert (limits["minItems"], limits["maxItems"], limits["items"]["maxLength"]) == (1, 1000, 2000)
+    assert whole["properties"]["on_error"]["enum"] == ["request"] and "pattern" in limits["items"]
+    assert per_item["properties"]["on_error"]["enum"] == ["item"] and "on_error" in per_item["required"]
+    assert "pattern" not in per_item["properties"]["texts"]["items"]  # any string: answered in its place

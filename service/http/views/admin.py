@@ -12,7 +12,12 @@ from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 
 from service.admission.auth import API_KEY_HEADER
-from service.core.schemas import RolloutActionSchema, RolloutChangeSchema, RolloutPlanRequestSchema
+from service.core.schemas import (
+    RolloutActionSchema,
+    RolloutChangeSchema,
+    RolloutPlanRequestSchema,
+    RolloutResetSchema,
+)
 from service.errors import ForbiddenError, UnauthorizedError
 from service.http.views.common import load_body, state
 from service.rollout.plan import after_manual_change
@@ -21,6 +26,7 @@ from service.rollout.state import InvalidRolloutError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 _change_schema, _action_schema, _plan_schema = RolloutChangeSchema(), RolloutActionSchema(), RolloutPlanRequestSchema()
+_reset_schema = RolloutResetSchema()
 
 
 @bp.before_request
@@ -45,10 +51,11 @@ def _body(schema) -> dict:
         raise InvalidRolloutError("invalid rollout change", details=exc.messages) from None
 
 
-def _write(change: dict, body: dict):
+def _write(change: dict, body: dict, decision: dict | None = None):
     rollout, by = state().rollout, g.call.key_id
     plan = after_manual_change(change, by)  # a hand on the arms or the share ends a running plan
-    new = rollout.update(change, body.get("expected_revision"), by, body.get("reason", ""), plan=plan)
+    reason = body.get("reason", "")
+    new = rollout.update(change, body.get("expected_revision"), by, reason, plan=plan, decision=decision)
     return jsonify(new.public())
 
 
@@ -80,6 +87,20 @@ def promote():
 def rollback():
     body = _body(_action_schema)
     return _write({"canary_percent": 0.0}, body)
+
+
+@bp.post("/rollout/reset")
+def reset():
+    """Re-seed the rollout from this host's settings (TOXISERVE_STABLE_VERSION, _CANARY_VERSION,
+    _CANARY_PERCENT; no shadow): the way out of a stored state that names versions nobody has.
+    A new revision, kept in the history as a reset with its (required) reason."""
+    body = _body(_reset_schema)
+    if not body:
+        raise InvalidRolloutError("a reset needs a reason", details={"reason": ["required"]})
+    settings = state().settings
+    seeded = {"stable": settings.stable_version, "canary": settings.canary_version}
+    change = {**seeded, "canary_percent": settings.canary_percent, "shadow": None, "shadow_percent": 0.0}
+    return _write(change, body, decision={"decision": "reset"})
 
 
 @bp.get("/rollout/shadow")

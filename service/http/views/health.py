@@ -26,4 +26,8 @@ def readyz():
     store = service.store_health()
     if not store["healthy"] and store["failure_mode"] == "closed":
         return jsonify(status=STORE_UNAVAILABLE, store=store), 503
-    return jsonify(status=status, models=service.model_summary(), store=store)
+    body = {"status": status, "models": service.model_summary(), "store": store}
+    degraded = service.rollout_health()
+    if degraded is not None:  # serving, so still 200: but less than the stored rollout names
+        body["degraded"] = degraded
+    return jsonify(body)

@@ -1,4 +1,5 @@
-"""/v1 and /v2: the same views, bound to different model versions by configuration."""
+"""Scoring routes: /v1 and /v2 (the two legacy fixed routes, bound to model versions v1 and v2),
+and /v1/models/<version>/predict|batch_predict, the same views for any version the rollout names."""
 
 from __future__ import annotations
 
@@ -25,9 +26,18 @@ def predict_one(model_version: str | None) -> dict:
 def batch_predict(model_version: str) -> dict:
     body = load_body(_batch_schema)
     adopt_request_id(body.get("request_id"))
+    per_item = body["on_error"] == "item"
     return dataplane().score(
-        call(), body["texts"], model_version, request.path, batch_answer, client_gone=client_gone()
+        call(), body["texts"], model_version, request.path, batch_answer, client_gone=client_gone(), per_item=per_item
     )
+
+
+def predict_version(version: str):
+    return jsonify(predict_one(version))
+
+
+def batch_predict_version(version: str):
+    return jsonify(batch_predict(version))
 
 
 def version_blueprint(api_version: str, model_version: str) -> Blueprint:
