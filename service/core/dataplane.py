@@ -173,7 +173,7 @@ class DataPlane:
         if version is None:
             version, call.arm, call.rollout_revision = self.service.route(call.request_id)
         else:
-            self.service.inference.model(version)  # 404 for a version that is not loaded
+            self.service.inference.check_served(version)  # 404 for a version the rollout does not name
         return version
 
     @staticmethod

@@ -77,6 +77,7 @@ class InferenceService:
         drift_sample_rate: float = 1.0,
     ) -> None:
         self.models = models
+        self.lingering: dict[str, LoadedModel] = {}
         self.max_batch_size = max_batch_size
         self.max_text_chars = max_text_chars
         self.drift = DriftMonitor(models)
@@ -93,17 +94,29 @@ class InferenceService:
         self.batcher = MicroBatcher(score_batch, max_size, max_wait_ms, max_queue)
 
     def model(self, version: str) -> LoadedModel:
-        try:
-            return self.models[version]
-        except KeyError:
-            raise NotFoundError(
-                f"model version {version!r} is not loaded: this service loads the versions its rollout names "
-                f"({', '.join(self.models) or 'none yet'})"
-            ) from None
+        """The model a routed request was sent to: a served one, or one the previous rollout revision
+        named that is kept a moment longer (`lingering`) for requests routed under that revision."""
+        model = self.models.get(version) or self.lingering.get(version)
+        if model is None:
+            raise self._not_served(version)
+        return model
 
-    def replace_models(self, models: dict[str, LoadedModel]) -> None:
-        """Swap in a new set of loaded models (one attribute write: a request sees the old or the new set)."""
+    def check_served(self, version: str) -> None:
+        """404 unless the rollout names `version` now: what a request that names a version is served."""
+        if version not in self.models:
+            raise self._not_served(version)
+
+    def _not_served(self, version: str) -> NotFoundError:
+        return NotFoundError(
+            f"model version {version!r} is not loaded: this service loads the versions its rollout names "
+            f"({', '.join(self.models) or 'none yet'})"
+        )
+
+    def replace_models(self, models: dict[str, LoadedModel], lingering: dict[str, LoadedModel] | None = None) -> None:
+        """Swap in a new set of served models (one attribute write: a request sees the old or the new
+        set), keeping `lingering` ones reachable by `model()` only."""
         self.drift.set_models(models)
+        self.lingering = lingering or {}
         self.models = models
 
     def screen(self, text: str) -> str:

@@ -170,7 +170,7 @@ class ServiceState:
 
     def load_version(self, version: str):
         """A verified, warmed model of this version: the loaded one, or loaded now (NotFound/ModelError)."""
-        loaded = self.inference.models.get(version)
+        loaded = self.inference.models.get(version) or self.inference.lingering.get(version)
         if loaded is not None:
             return loaded
         with self._loading:
@@ -180,10 +180,13 @@ class ServiceState:
             metrics.MODEL_INFO.labels(model.name, model.version, model.sha256).set(1)
             return model
 
-    def prepare(self, state: RolloutState) -> None:
-        """Load every version `state` names (raising if one can't be), then drop the versions it doesn't name."""
+    def prepare(self, state: RolloutState, keep: tuple[str, ...] = ()) -> None:
+        """Load every version `state` names (raising if one can't be), then drop the versions it
+        doesn't name, except the loaded ones in `keep` (those a request may still be routed to)."""
         models = {version: self.load_version(version) for version in state.named}
-        self.inference.replace_models(models)
+        loaded = {**self.inference.lingering, **self.inference.models}
+        lingering = {version: loaded[version] for version in keep if version not in models and version in loaded}
+        self.inference.replace_models(models, lingering)
 
     def load_models_in_background(self) -> threading.Thread:
         def run() -> None:

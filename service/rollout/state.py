@@ -149,14 +149,19 @@ class Rollout:
         self,
         backend,
         call_store: Callable,
-        prepare: Callable[[RolloutState], None],
+        prepare: Callable[..., None],
         initial: RolloutState,
         poll_seconds: float,
         max_versions: int,
     ) -> None:
         self.backend = backend
         self.call_store = call_store  # the store failure policy: breaker, fail open/closed, metrics
-        self.prepare = prepare  # loads and warms a state's versions, unloads the rest; raises if it can't
+        # prepare(state, keep=()): loads and warms a state's versions, unloads the rest but `keep`; raises if it can't
+        self.prepare = prepare
+        # Versions the previous revision named and this one does not: a request routed under the old
+        # revision a moment ago may still look its model up, so they are unloaded one poll later.
+        self._lingering: tuple[str, ...] = ()
+        self._lingering_since = 0.0
         self.current = initial
         self.poll_seconds = poll_seconds
         self.max_versions = max_versions
@@ -197,8 +202,11 @@ class Rollout:
         with self._lock:
             if state.revision == self.current.revision and not force:
                 return
-            self.prepare(state)
+            previous = self.current
+            self.prepare(state, keep=previous.named)
             self.current = state
+            self._lingering = tuple(v for v in previous.named if v not in state.named)
+            self._lingering_since = time.monotonic()
             recovered, self.degraded = self.degraded is not None, None
         for callback in self.on_adopt:
             callback(state)
@@ -242,6 +250,7 @@ class Rollout:
         loading and warming any version it names here first (this thread is off the request path;
         requests go on under the current revision meanwhile). Loading can take seconds (a pickle's
         imports): if the state moved on meanwhile, the newest is adopted at once, not a poll later."""
+        self._unload_lingering()
         for _ in range(catch_up):
             try:
                 stored = self.call_store("rollout_read", self.backend.read)
@@ -258,6 +267,14 @@ class Rollout:
                     self._failed_revision = stored["revision"]
                     log.error("cannot adopt rollout revision %s: %s; retrying every poll", stored["revision"], exc)
                 return
+
+    def _unload_lingering(self) -> None:
+        """A poll interval after an adoption, the versions only the previous revision named: no
+        request routed under it can still be on its way to their models by now."""
+        if self._lingering and time.monotonic() - self._lingering_since >= self.poll_seconds:
+            with self._lock:
+                self._lingering = ()
+                self.prepare(self.current)
 
     def ensure_following(self) -> None:
         """Start this process's follower thread once (threads don't survive a fork). Called after
@@ -297,7 +314,9 @@ class Rollout:
                 f"{self.max_versions}"
             )
         try:
-            self.prepare(proposed)  # loads and verifies every named version here first: refusal changes nothing
+            # loads and verifies every named version here first (refusal changes nothing); what the
+            # current revision routes to stays loaded until the new one is adopted, and a poll after
+            self.prepare(proposed, keep=self.current.named)
         except ToxiserveError as exc:
             raise InvalidRolloutError(
                 f"cannot serve the rollout: {exc.message}", details={"versions": proposed.named}
@@ -308,7 +327,7 @@ class Rollout:
         if not self.call_store(
             "rollout_write", self.backend.write, current.revision, proposed.as_dict(), entry, strict=True
         ):
-            self.prepare(self.current)  # put this process's loaded versions back
+            self.prepare(self.current, keep=self._lingering)  # put this process's loaded versions back
             raise RevisionConflictError(
                 "the rollout changed while this change was being checked; read it and try again"
             )

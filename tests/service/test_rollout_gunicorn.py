@@ -118,6 +118,39 @@ def test_a_version_trained_here_is_hot_loaded_under_load_without_an_error(model_
         assert "Traceback" not in server.output()
 
 
+def test_repeated_version_switches_under_load_answer_no_error(model_dir):  # noqa: F811
+    """20 changes that drop a version and bring it back, under 4 clients: a request routed under the
+    old revision still finds its model (the dropped version is unloaded a poll later), and a request
+    that names a version is served exactly while the rollout names it."""
+    env = env_for(isolated_store(), "toxiserve", TOXISERVE_MODEL_DIR=str(model_dir))
+    with Server(env) as server:
+        statuses, stop = Counter(), threading.Event()
+
+        def load(client: int) -> None:
+            with requests.Session() as session:
+                sent = 0
+                while not stop.is_set():
+                    body = {"text": "switch", "request_id": f"switch-{client}-{sent}"}
+                    statuses[
+                        session.post(f"{server.url}/predict", json=body, headers=AUTH, timeout=30).status_code
+                    ] += 1
+                    sent += 1
+
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for switch in range(20):
+            canary = ("v8", "v2")[switch % 2]
+            body = {"canary": canary, "canary_percent": 50, "reason": f"switch {switch}"}
+            assert requests.put(f"{server.url}/admin/rollout", json=body, headers=ADMIN, timeout=30).status_code == 200
+            time.sleep(0.3)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert set(statuses) == {200}, statuses
+        assert sum(statuses.values()) > 100
+
+
 def test_the_operator_cli(model_dir):  # noqa: F811
     env = env_for(isolated_store(), "toxiserve", TOXISERVE_MODEL_DIR=str(model_dir))
     with Server(env) as server:
