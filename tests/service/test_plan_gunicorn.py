@@ -262,6 +262,11 @@ def test_a_hung_store_mid_plan_holds_every_decision_and_the_plan_resumes(plan_mo
     process, url = private_redis
     with Server(plan_env(url, "toxiserve", plan_models)) as server:
         body = {"canary": "v6", "steps": [20, 100], "step_seconds": 3, "min_requests": 40, "interval_seconds": 0.5}
+        # The hang itself slows whichever answers wait on the store (its timeout), on either arm and
+        # unevenly across steps: latency then measures the fault injected here, not the canary (v6 is
+        # v1), and once in five CI-like runs it rolled this identical canary back. The subject here
+        # is what a hung store does to decisions, so the latency guardrail is off.
+        body["guardrails"] = {"max_latency_ratio": None}
         started = start_plan(server.url, body)
         with Traffic([server.url], tweets) as traffic:
             time.sleep(1)
