@@ -98,7 +98,10 @@ def runner() -> CliRunner:
 def pytest_sessionfinish(session, exitstatus):
     """Test apps' follower threads outlive the session; a line they log then would print after
     pytest's summary (or, with its capture closed, as "--- Logging error ---"), so a newcomer's
-    `pytest | tail` showed log lines instead of the result. Nothing is logged from here on."""
+    `pytest | tail` showed log lines instead of the result. What the service's handler still holds
+    in its buffer is written now, before the summary, and nothing is logged from here on."""
     import logging
 
     logging.disable(logging.CRITICAL)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
