@@ -33,7 +33,7 @@ import requests
 
 from .common import BIN, machine
 
-KEY = "bench-key-0001"
+KEY = "bench-key-0001112222"
 SLOW_HOLD = 10.0
 
 

@@ -46,7 +46,7 @@ def per_call(fn, items) -> float:
 def main() -> None:
     texts = [t for t in pd.read_csv(DATASET)["text"].sample(N, random_state=2) if len(t) <= 2000]
     store = f"sqlite:///{tempfile.mkdtemp()}/s.sqlite3"
-    app = create_app({"API_KEYS": "b:key-123", "STORE_URL": store, "RATE_LIMIT": "1000000/second"})
+    app = create_app({"API_KEYS": "b:key-0123456789abcdef", "STORE_URL": store, "RATE_LIMIT": "1000000/second"})
     logging.getLogger().handlers[-1].stream = open(os.devnull, "w")  # noqa: SIM115 - formatting is measured
     service = app.extensions["toxiserve"]
     v1 = service.inference.models["v1"]

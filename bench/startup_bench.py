@@ -55,7 +55,7 @@ def cold_start(tree: Path) -> tuple[float, float, list[str]]:
         "PORT": str(port),
         "TOXISERVE_BIND_HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
-        "TOXISERVE_API_KEYS": "bench:bench-key-0001",
+        "TOXISERVE_API_KEYS": "bench:bench-key-0001112222",
         "TOXISERVE_STORE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='startup-')}/store.sqlite3",
     }
     argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "service:create_app()"]
@@ -88,7 +88,7 @@ def heavy_modules(tree: Path) -> list[str]:
         "import json, sys; from service import create_app; create_app();"
         f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
     )
-    env = {**os.environ, "PYTHONPATH": str(tree), "TOXISERVE_API_KEYS": "bench:bench-key-0001"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "TOXISERVE_API_KEYS": "bench:bench-key-0001112222"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

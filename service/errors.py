@@ -129,7 +129,7 @@ _HTTP_EQUIVALENTS: dict[int, type[ToxiserveError]] = {
 }
 
 # /v9/predict: a client asking for a model version this service does not serve, not a typo'd path.
-_VERSIONED_PATH = re.compile(r"^/(v\d+)/(?:predict|batch_predict)$")
+_VERSIONED_PATH = re.compile(r"/(v\d+)/(?:predict|batch_predict)")
 
 _PUBLIC_MESSAGES = {
     NotFoundError: "no such endpoint",
@@ -178,7 +178,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):
-        unknown_version = _VERSIONED_PATH.match(request.path) if exc.code == 404 else None
+        unknown_version = _VERSIONED_PATH.fullmatch(request.path) if exc.code == 404 else None
         if unknown_version:
             return error_response(
                 NotFoundError(f"no model version {unknown_version.group(1)!r}: /v1 and /v2 are the versioned endpoints")

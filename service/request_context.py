@@ -11,13 +11,16 @@ from service.call import Call
 from shared_features.errors import UnprocessableError
 
 REQUEST_ID_HEADER = "X-Request-ID"
-# Printable, log-safe, bounded: ids end up in logs, headers and store keys.
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Printable, log-safe, bounded: ids end up in logs, headers and store keys. Checked with fullmatch:
+# `re.match` with `$` also accepts a final "\n", which then broke the answer's header (a 500).
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 REQUEST_ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ : -"
+# The same rule as a JSON Schema (ECMA-262) pattern, where `$` is the end of the string.
+REQUEST_ID_SCHEMA_PATTERN = f"^{REQUEST_ID_PATTERN.pattern}$"
 
 
 def is_valid_request_id(value: str) -> bool:
-    return bool(REQUEST_ID_PATTERN.match(value))
+    return isinstance(value, str) and REQUEST_ID_PATTERN.fullmatch(value) is not None
 
 
 def begin_call() -> None:

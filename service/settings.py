@@ -191,6 +191,19 @@ SETTINGS: tuple[Setting, ...] = (
         "**texts** per API key (`limits` notation; a batch of N costs N); empty disables",
     ),
     S("RATE_LIMITS_PER_KEY", {}, 'JSON overrides by key id, e.g. `{"batch-team": "10/second"}`', dict),
+    S(
+        "AUTH_FAILURE_LIMIT",
+        "30/minute",
+        "failed key checks per client address; beyond, 429 with `Retry-After` until the window ends",
+    ),
+    S(
+        "PROXY_HOPS",
+        0,
+        "proxies in front that append `X-Forwarded-For`: the client address is read from them",
+        int,
+        0,
+        10,
+    ),
     # --- shared store ---
     S(
         "STORE_URL",

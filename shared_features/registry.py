@@ -11,7 +11,7 @@ from .errors import ModelNotFoundError
 from .layout import DEFAULT_MODEL_ROOT, MANIFEST_FILE
 
 # Names and versions become path segments: keep them plain so nothing escapes the model root.
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: no final "\n"
 
 
 def _version_key(version: str) -> tuple:
@@ -38,7 +38,7 @@ class ModelRegistry:
         base = self._inside_root(name)
         if not base.is_dir():
             return []
-        found = [p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file() and _SEGMENT.match(p.name)]
+        found = [p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file() and _SEGMENT.fullmatch(p.name)]
         return sorted(found, key=_version_key)
 
     def latest(self, name: str) -> str:
@@ -62,7 +62,7 @@ class ModelRegistry:
 
     def _inside_root(self, *segments: str) -> Path:
         for segment in segments:
-            if not isinstance(segment, str) or not _SEGMENT.match(segment):
+            if not isinstance(segment, str) or not _SEGMENT.fullmatch(segment):
                 raise ModelNotFoundError(f"invalid model name or version {segment!r}")
         directory = self.root.joinpath(*segments).resolve()
         if self.root not in directory.parents:

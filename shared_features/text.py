@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 
 MAX_TEXT_CHARS = 2000
+NORMALIZED_GROWTH = 2  # a normalised text may be at most this many times the limit
 
 URL_TOKEN = "xxurl"
 MENTION_TOKEN = "xxuser"
@@ -83,7 +84,12 @@ def screen_text(value: object, max_chars: int = MAX_TEXT_CHARS) -> tuple[str | N
         return None, "blank"
     # Not blank, yet possibly empty once normalised (`&nbsp;` is an entity for a space): the model
     # then scores the empty text, as it would any text with no known feature.
-    return normalize_text(value), None
+    normalized = normalize_text(value)
+    # NFKC can multiply a character (U+FDFA becomes 18): the limit holds after normalisation too,
+    # with room for ordinary growth (ligatures, full-width forms), so no text multiplies the work.
+    if len(normalized) > NORMALIZED_GROWTH * max_chars:
+        return None, "too_long"
+    return normalized, None
 
 
 def rejection_reason(value: object, max_chars: int = MAX_TEXT_CHARS) -> str | None:

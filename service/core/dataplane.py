@@ -26,7 +26,8 @@ from service.admission.deadline import Deadline
 from service.call import Call
 from service.core.inference import InferenceService, Prediction
 from service.core.readiness import STARTING
-from service.errors import NotReadyError
+from service.admission.auth import API_KEY_HEADER
+from service.errors import NotReadyError, UnauthorizedError
 from service.observability import metrics
 from shared_features.errors import ToxiserveError
 
@@ -59,11 +60,19 @@ class DataPlane:
     def __init__(self, service) -> None:
         self.service = service  # ServiceState: settings, keys, limiter, idempotency, models
 
-    def authenticate(self, call: Call, presented_key: str | None) -> None:
-        """The key first, before a transport parses anything a stranger sent."""
+    def authenticate(self, call: Call, presented_key: str | None, address: str) -> None:
+        """The key first, before a transport parses anything a stranger sent. `address` is the
+        client's, which failed checks are charged to (429 past TOXISERVE_AUTH_FAILURE_LIMIT)."""
         service = self.service
+        if service.auth_disabled:
+            call.key_id = "anonymous"
+            return
         try:
-            call.key_id = "anonymous" if service.auth_disabled else service.api_keys.authenticate(presented_key)
+            service.auth_failures.check(address)
+            call.key_id = service.api_keys.identify(presented_key)
+            if call.key_id is None:
+                service.auth_failures.failed(address)
+                raise UnauthorizedError(f"missing or invalid API key: send it in the {API_KEY_HEADER} header")
         except ToxiserveError as error:
             self._refused(call, error)
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 _REASON_MESSAGES = {
     "blank": "text is blank",
-    "too_long": "text is longer than {max_chars} characters",
+    "too_long": "text is longer than {max_chars} characters (or twice that once normalised)",
     "null": "text is null",
     "not_a_string": "text is not a string",
 }

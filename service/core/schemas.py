@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
-from service.request_context import REQUEST_ID_PATTERN
+from service.request_context import REQUEST_ID_RULE, REQUEST_ID_SCHEMA_PATTERN, is_valid_request_id
 
 LABELS = ("toxic", "clean")
 
@@ -181,34 +181,57 @@ class RolloutStateSchema(Schema):
     reason = fields.String(required=True)
 
 
+# --- admin requests: exact JSON types ---
+class ExactNumber(fields.Float):
+    """A JSON number and nothing else: "50" (a string) and true are 422, not read as 50 and 1.
+    -0.0 is read as 0.0, so it is stored and shown as 0."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs) + 0.0
+
+
+class ExactInteger(fields.Integer):
+    """A JSON integer and nothing else: 1.5, "1" and true are 422 (a revision is never rounded)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class RolloutChangeSchema(Schema):
     """A partial change; every field optional. Values are checked by the rollout (422 INVALID_ROLLOUT)."""
 
     stable = fields.String(validate=validate.Length(min=1, max=64))
     canary = fields.String(validate=validate.Length(min=1, max=64))
-    canary_percent = fields.Float(validate=validate.Range(min=0, max=100))
+    canary_percent = ExactNumber(validate=validate.Range(min=0, max=100))
     shadow = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
-    shadow_percent = fields.Float(validate=validate.Range(min=0, max=100))
+    shadow_percent = ExactNumber(validate=validate.Range(min=0, max=100))
     reason = fields.String(validate=validate.Length(max=500))
-    expected_revision = fields.Integer(validate=validate.Range(min=1))
+    expected_revision = ExactInteger(validate=validate.Range(min=1))
 
 
 class RolloutActionSchema(Schema):
     """promote / rollback: why, and optionally the revision the caller saw."""
 
     reason = fields.String(validate=validate.Length(max=500))
-    expected_revision = fields.Integer(validate=validate.Range(min=1))
+    expected_revision = ExactInteger(validate=validate.Range(min=1))
 
 
 class RolloutResetSchema(Schema):
     """reset: why (required: a reset throws away whatever the rollout was), and optionally the revision seen."""
 
     reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
-    expected_revision = fields.Integer(validate=validate.Range(min=1))
+    expected_revision = ExactInteger(validate=validate.Range(min=1))
 
 
 class RolloutHistoryEntrySchema(Schema):
-    revision = fields.Integer(required=True)
+    revision = ExactInteger(required=True)
     at = fields.String(required=True)
     by = fields.String(required=True)
     change = fields.Dict(required=True)
@@ -229,12 +252,12 @@ class RolloutHistorySchema(Schema):
 class RolloutGuardrailsSchema(Schema):
     """Bounds of the guardrails; null turns one off. Defaults in docs/rollouts.md (Automatic rollouts)."""
 
-    max_error_rate_delta = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
-    max_latency_ratio = fields.Float(allow_none=True, validate=validate.Range(min=1, max=1000))
-    max_score_psi = fields.Float(allow_none=True, validate=validate.Range(min=0, max=100))
-    min_feedback = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=10_000_000))
-    max_f1_drop = fields.Float(validate=validate.Range(min=0, max=1))
-    min_shadow_agreement = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+    max_error_rate_delta = ExactNumber(allow_none=True, validate=validate.Range(min=0, max=1))
+    max_latency_ratio = ExactNumber(allow_none=True, validate=validate.Range(min=1, max=1000))
+    max_score_psi = ExactNumber(allow_none=True, validate=validate.Range(min=0, max=100))
+    min_feedback = ExactInteger(allow_none=True, validate=validate.Range(min=1, max=10_000_000))
+    max_f1_drop = ExactNumber(validate=validate.Range(min=0, max=1))
+    min_shadow_agreement = ExactNumber(allow_none=True, validate=validate.Range(min=0, max=1))
 
 
 class RolloutPlanRequestSchema(Schema):
@@ -242,21 +265,21 @@ class RolloutPlanRequestSchema(Schema):
 
     canary = fields.String(required=True, validate=validate.Length(min=1, max=64))
     steps = fields.List(
-        fields.Float(validate=validate.Range(min=0, max=100, min_inclusive=False)),
+        ExactNumber(validate=validate.Range(min=0, max=100, min_inclusive=False)),
         validate=validate.Length(min=1, max=20),
         metadata={"description": "canary shares, increasing; default [10, 25, 50, 100]"},
     )
-    step_seconds = fields.Float(validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 60"})
-    min_requests = fields.Integer(
+    step_seconds = ExactNumber(validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 60"})
+    min_requests = ExactInteger(
         validate=validate.Range(min=1, max=10_000_000), metadata={"description": "default 100"}
     )
-    interval_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600), metadata={"description": "default 10"})
-    max_hold_seconds = fields.Float(
+    interval_seconds = ExactNumber(validate=validate.Range(min=0.1, max=3600), metadata={"description": "default 10"})
+    max_hold_seconds = ExactNumber(
         validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 600"}
     )
     guardrails = fields.Nested(RolloutGuardrailsSchema)
     reason = fields.String(validate=validate.Length(max=500))
-    expected_revision = fields.Integer(validate=validate.Range(min=1))
+    expected_revision = ExactInteger(validate=validate.Range(min=1))
 
 
 class RolloutPlanSchema(Schema):
@@ -289,8 +312,16 @@ class RolloutPlanSchema(Schema):
 
 
 # --- feedback and quality ---
+def request_id_rule(value: str) -> None:
+    if not is_valid_request_id(value):
+        raise ValidationError(f"must be {REQUEST_ID_RULE}")
+
+
+
 class FeedbackItemSchema(Schema):
-    request_id = fields.String(required=True, validate=validate.Regexp(REQUEST_ID_PATTERN))
+    request_id = fields.String(
+        required=True, validate=request_id_rule, metadata={"pattern": REQUEST_ID_SCHEMA_PATTERN}
+    )
     label = fields.String(required=True, validate=validate.OneOf(("toxic", "clean")))
 
 

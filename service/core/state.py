@@ -10,6 +10,7 @@ from dataclasses import replace
 from service.admission.auth import ApiKeys
 from service.admission.backpressure import InFlightLimiter
 from service.admission.idempotency import Idempotency
+from service.admission.auth_failures import AuthFailureLimit
 from service.admission.ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
 from service.core.dataplane import DataPlane
 from service.core.inference import InferenceService
@@ -55,6 +56,12 @@ class ServiceState:
             }
             self.rate_limiter = RateLimiter(
                 self.store, settings.store_namespace, parse_limits(settings.rate_limit), per_key, policy
+            )
+            self.auth_failures = AuthFailureLimit(
+                self.store,
+                settings.store_namespace,
+                parse_limits(settings.auth_failure_limit, "TOXISERVE_AUTH_FAILURE_LIMIT"),
+                policy.call,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

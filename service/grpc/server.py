@@ -67,7 +67,8 @@ class GrpcTransport:
         code, status = grpc.StatusCode.OK, 200
         try:
             if authenticate:
-                self.dataplane.authenticate(call, dict(context.invocation_metadata()).get("x-api-key"))
+                metadata = dict(context.invocation_metadata())
+                self.dataplane.authenticate(call, metadata.get("x-api-key"), peer_address(context.peer()))
             if request_id and not is_valid_request_id(request_id):
                 raise UnprocessableError(f"request_id must be {REQUEST_ID_RULE}")
             return handle(call)
@@ -105,6 +106,14 @@ class GrpcTransport:
             trailing.append((name.lower(), str(value)))  # the retry hint: retry-after
         context.set_trailing_metadata(tuple(trailing))
         context.abort(code, error.message)
+
+
+def peer_address(peer: str) -> str:
+    """The address in a gRPC peer string: "ipv4:127.0.0.1:5123" -> "127.0.0.1", "ipv6:[::1]:5123" -> "::1"."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rpartition(":")[0].strip("[]") or rest
+    return peer or "unknown"
 
 
 def client_gone(context):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import errors, request_context
 from service.core.bootstrap import build_service, load_config
@@ -39,6 +40,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     service = build_service(app.config)
     settings = service.settings
     app.extensions["toxiserve"] = service
+    if settings.proxy_hops:  # behind N proxies, the client is what they put in X-Forwarded-For
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)
 
     app.before_request(begin_request)
     app.after_request(finish_response)

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify, send_from_directory
 
 from service import errors
 from service.core import schemas
-from service.request_context import REQUEST_ID_PATTERN
+from service.request_context import REQUEST_ID_SCHEMA_PATTERN
 from service.rollout.feedback import FeedbackConflictError, UnknownRequestError
 from service.rollout.plan import PlanRunningError
 from service.rollout.state import InvalidRolloutError, RevisionConflictError
@@ -120,7 +120,7 @@ def _scoring(summary: str, request: str, response: str, raised: tuple, error_sch
 def _limits(spec: dict, settings) -> None:
     """The limits this process enforces, in the request schemas."""
     components = spec["components"]["schemas"]
-    request_id = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": REQUEST_ID_PATTERN.pattern}
+    request_id = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": REQUEST_ID_SCHEMA_PATTERN}
     # The server's blank rule, stated: at least one character that is not white space or an
     # invisible format character (the pattern is a search, so it asks for one anywhere).
     text = {

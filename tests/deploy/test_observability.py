@@ -19,7 +19,7 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not installed (Debian package prometheus; .ci/run installs it)"
 )
-KEY, LIMITED = "k-ops-000111", "k-ops-limited-222"
+KEY, LIMITED = "k-ops-0001112222", "k-ops-limited-2223333"
 
 # Words in the expressions that are not metric names.
 NOT_METRICS = {"by", "le", "and", "or", "model_version", "feature", "operation", "arm", "status", "route", "key_id"}

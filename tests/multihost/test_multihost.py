@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements())),
 ]
 
-KEY, LIMITED = "k-multi-000111", "k-multi-limited-222"
+KEY, LIMITED = "k-multi-0001112222", "k-multi-limited-222"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from .server import REPO_ROOT, Server, free_port, procfile_command
 def test_401_names_the_header_and_notices_a_bearer_token(client):
     missing = client.post("/v1/predict", json={"text": "hi"})
     assert missing.status_code == 401 and "X-API-Key header" in missing.json["message"]
-    bearer = client.post("/v1/predict", json={"text": "hi"}, headers={"Authorization": "Bearer demo-key-123"})
+    bearer = client.post("/v1/predict", json={"text": "hi"}, headers={"Authorization": "Bearer demo-key-0123456789"})
     assert bearer.status_code == 401 and "an Authorization header was sent" in bearer.json["message"]
     wrong = client.post("/v1/predict", json={"text": "hi"}, headers={"X-API-Key": "nope"})
     assert wrong.json["message"] == missing.json["message"]  # missing and wrong keys stay indistinguishable
@@ -48,7 +48,7 @@ def run_web(env: dict) -> subprocess.CompletedProcess:
 
 @pytest.mark.gunicorn
 def test_a_missing_model_directory_is_one_line_not_a_traceback(tmp_path):
-    result = run_web({"PORT": str(free_port()), "TOXISERVE_API_KEYS": "t:k", "TOXISERVE_MODEL_DIR": str(tmp_path)})
+    result = run_web({"PORT": str(free_port()), "TOXISERVE_API_KEYS": "t:key-0123456789abcdef", "TOXISERVE_MODEL_DIR": str(tmp_path)})
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in output
     assert "Error: cannot load the models: model toxicity/v1 not found" in output
@@ -56,8 +56,8 @@ def test_a_missing_model_directory_is_one_line_not_a_traceback(tmp_path):
 
 @pytest.mark.gunicorn
 def test_a_taken_port_is_said_at_once_before_loading_models():
-    with Server({"TOXISERVE_API_KEYS": "t:k"}, workers=1) as first:
-        result = run_web({"PORT": str(first.port), "TOXISERVE_API_KEYS": "t:k"})
+    with Server({"TOXISERVE_API_KEYS": "t:key-0123456789abcdef"}, workers=1) as first:
+        result = run_web({"PORT": str(first.port), "TOXISERVE_API_KEYS": "t:key-0123456789abcdef"})
     output = result.stdout + result.stderr
     assert result.returncode == 1 and f"127.0.0.1:{first.port} is already in use" in output
     assert "models loaded" not in output and "Can't connect" not in output

@@ -23,7 +23,7 @@ from .server import REPO_ROOT, free_port, procfile_command
 
 pytestmark = pytest.mark.gunicorn
 KEY = [("x-api-key", API_KEY)]
-LIMITED = [("x-api-key", "limited-key-000")]
+LIMITED = [("x-api-key", "limited-key-0000")]
 
 
 class GrpcProcess:
@@ -34,7 +34,7 @@ class GrpcProcess:
             **os.environ,
             "TOXISERVE_GRPC_PORT": str(self.port),
             "TOXISERVE_BIND_HOST": "127.0.0.1",
-            "TOXISERVE_API_KEYS": f"tests:{API_KEY},limited:limited-key-000",
+            "TOXISERVE_API_KEYS": f"tests:{API_KEY},limited:limited-key-0000",
             "TOXISERVE_RATE_LIMIT": "",
             "TOXISERVE_RATE_LIMITS_PER_KEY": json.dumps({"limited": "3/minute"}),
             "TOXISERVE_STORE_URL": isolated_store(),

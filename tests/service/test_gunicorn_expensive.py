@@ -17,7 +17,7 @@ from .test_metrics import value
 
 pytestmark = pytest.mark.gunicorn
 
-KEY = "k-expensive-000111"
+KEY = "k-expensive-0001112222"
 # 1,000 texts of 2,000 characters: seconds of work for the char n-gram model (v2).
 HEAVY = [
     (f"text {i}: a long and winding sentence that the character n-grams chew slowly " * 30)[:2000] for i in range(1000)

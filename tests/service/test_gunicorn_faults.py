@@ -26,7 +26,7 @@ from .test_metrics import value
 
 pytestmark = pytest.mark.gunicorn
 
-KEY = "k-faults-000111"
+KEY = "k-faults-0001112222"
 
 
 def wait_for(condition, timeout: float = 15.0, interval: float = 0.01):

@@ -18,8 +18,8 @@ from .server import Server
 
 pytestmark = pytest.mark.gunicorn
 
-KEYS = {"tests": "k-tests-000111", "limited2": "k-limited2-444555"} | {
-    f"limited{i}": f"k-limited{i}-{i}22333" for i in (3, 4, 5, 6)
+KEYS = {"tests": "k-tests-0001112222", "limited2": "k-limited2-4445556666"} | {
+    f"limited{i}": f"k-limited{i}-{i}2233344455" for i in (3, 4, 5, 6)
 }
 
 

@@ -12,7 +12,7 @@ from .server import Server
 
 pytestmark = pytest.mark.gunicorn
 
-KEY = "k-slow-000111"
+KEY = "k-slow-0001112222"
 
 
 @pytest.fixture(scope="module")

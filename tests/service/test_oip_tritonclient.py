@@ -15,7 +15,7 @@ from .server import Server  # noqa: E402
 
 pytestmark = pytest.mark.gunicorn
 
-KEY = "k-triton-000111"
+KEY = "k-triton-0001112222"
 TEXTS = ["you are a complete idiot", "have a wonderful day", "f\u200buck this", "caf\u00e9 \U0001f600 nice"]
 
 

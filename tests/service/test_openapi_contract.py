@@ -13,7 +13,7 @@ from .server import Server
 
 pytestmark = pytest.mark.gunicorn
 
-KEY = "k-contract-000111"
+KEY = "k-contract-0001112222"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 

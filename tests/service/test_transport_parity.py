@@ -30,7 +30,7 @@ from .test_metrics import value  # noqa: E402
 pytestmark = pytest.mark.gunicorn
 
 TEXTS = ["you are a complete idiot", "have a wonderful day", "what a stupid take", "thanks, that helped"]
-LIMITED = {"limited-http": "k-limited-http-01", "limited-grpc": "k-limited-grpc-02"}
+LIMITED = {"limited-http": "k-limited-http-0001", "limited-grpc": "k-limited-grpc-0002"}
 HEAVY = [(f"text {i}: long and winding, for the char n-grams to chew on " * 40)[:2000] for i in range(1000)]
 
 

@@ -19,7 +19,7 @@ from service.core.schemas import (
     RolloutResetSchema,
 )
 from service.errors import ForbiddenError, UnauthorizedError
-from service.http.views.common import load_body, state
+from service.http.views.common import client_address, load_body, state
 from service.rollout.plan import after_manual_change
 from service.rollout.shadow import summary
 from service.rollout.state import InvalidRolloutError
@@ -31,14 +31,16 @@ _reset_schema = RolloutResetSchema()
 
 @bp.before_request
 def authenticate_admin() -> None:
-    presented = request.headers.get(API_KEY_HEADER)
+    presented, address = request.headers.get(API_KEY_HEADER), client_address()
     service = state()
+    service.auth_failures.check(address)
     admin_id = service.admin_keys.identify(presented)
     if admin_id is not None:
         g.call.key_id = admin_id
         return
-    if service.api_keys.identify(presented) is not None:
+    if service.api_keys.identify(presented) is not None:  # a real key, in the wrong place: not a guess
         raise ForbiddenError("this key may predict, not administer: the admin API takes a TOXISERVE_ADMIN_KEYS key")
+    service.auth_failures.failed(address)
     raise UnauthorizedError(f"missing or invalid admin key: send it in the {API_KEY_HEADER} header")
 
 

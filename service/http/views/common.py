@@ -72,11 +72,16 @@ def dataplane() -> DataPlane:
 def authenticate() -> None:
     """before_request of the API blueprints: the key, before anything else is read."""
     try:
-        dataplane().authenticate(g.call, request.headers.get(API_KEY_HEADER))
+        dataplane().authenticate(g.call, request.headers.get(API_KEY_HEADER), client_address())
     except UnauthorizedError as error:
         if request.headers.get(API_KEY_HEADER) is None and "Authorization" in request.headers:
             error.message += " (an Authorization header was sent; this API reads X-API-Key)"
         raise
+
+
+def client_address() -> str:
+    """The client's address: the peer's, or with TOXISERVE_PROXY_HOPS what the proxies report."""
+    return request.remote_addr or "unknown"
 
 
 def client_gone():
