@@ -7,7 +7,8 @@ once per poll (one transaction or round trip), so the request path pays a dict u
 lock, never a store call, and a controller on any host reads every host's traffic. A flush that
 fails is kept and added to the next one: a store outage delays evidence, it does not lose it.
 
-Tallies are keyed `"<arm>|<field>"`: `answered`, `errors`, `latency:<bucket>`, `score:<bin>`, and
+Tallies are keyed `"<arm>|<field>"`: `answered`, `errors`, `latency:<bucket>` (per text),
+`score:<bin>`, and
 `shadow|compared`, `shadow|agreed`. A step's window is the revisions it spans.
 """
 
@@ -139,13 +140,17 @@ class EvidenceRecorder:
         return tally
 
     def answered(self, revision: int, arm: str, seconds: float, scores: list[float]) -> None:
-        """A routed request answered: its latency (request start to answer) and its scores."""
+        """A routed request answered: its latency (request start to answer) and its scores.
+
+        Latency is tallied per text: a batch of N texts is N samples of seconds / N. So one client's
+        batches neither stand for one slow answer nor outweigh everyone else's single texts."""
         keys = _KEYS[arm]
-        bucket = latency_bucket(seconds)
+        texts = max(1, len(scores))
+        bucket = latency_bucket(seconds / texts)
         with self._lock:
             tally = self._tally(revision)
             tally[keys["answered"]] += 1
-            tally[keys["latency"][bucket]] += 1
+            tally[keys["latency"][bucket]] += texts
             for score in scores:
                 tally[keys["score"][score_bin(score)]] += 1
 

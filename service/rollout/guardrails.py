@@ -5,8 +5,8 @@ never passes it) or `off`. Every bound has a default (DEFAULTS); null in a plan 
 
 - error rate: canary 5xx rate <= stable's + max_error_rate_delta, once the canary has min_requests
   answers. It fails early once the canary's errors exceed what min_requests answers could absorb.
-- latency: canary p95 <= stable p95 x max_latency_ratio (request start to answer, in the data
-  plane, every transport), both arms with min_requests answers. It fails only when significantly
+- latency: canary p95 <= stable p95 x max_latency_ratio (request start to answer per text, in the
+  data plane, every transport), both arms with min_requests texts. It fails only when significantly
   more than 5 % of the canary's answers are slower than that bound (Wilson 95 % lower bound above
   5 %); a p95 over the bound without that holds the step (a few slow answers at small counts).
 - score drift: PSI of the canary's score histogram against the stable's (10 equal-width bins,
@@ -86,21 +86,31 @@ def latency(canary: ArmEvidence, stable: ArmEvidence, ratio: float | None, min_r
         "stable_p95_ms": None if stable_p95 is None else stable_p95 * 1000,
         "canary_answers": canary.answered,
         "stable_answers": stable.answered,
+        "canary_texts": sum(canary.latency),
+        "stable_texts": sum(stable.latency),
     }
-    if canary.answered < min_requests or stable.answered < min_requests:
+    if numbers["canary_texts"] < min_requests or numbers["stable_texts"] < min_requests:
         return _report("latency", INSUFFICIENT, None, ratio, **numbers)
     value = canary_p95 / stable_p95
     # The canary's p95 is past the bound when more than 5 % of its answers are slower than
     # stable p95 x ratio: fail only when that share is significantly above 5 % (Wilson lower
     # bound), so a few slow answers at small counts hold the step rather than roll it back.
     slower = count_above(canary.latency, stable_p95 * ratio)
-    interval = wilson(round(slower), canary.answered)
-    numbers |= {"canary_share_slower": slower / canary.answered, "share_interval": interval}
+    interval = wilson(round(slower), numbers["canary_texts"])
+    numbers |= {"canary_share_slower": slower / numbers["canary_texts"], "share_interval": interval}
     if interval[0] > 1 - LATENCY_QUANTILE:
         status = FAIL
     else:
         status = PASS if value <= ratio else INSUFFICIENT
     return _report("latency", status, value, ratio, **numbers)
+
+
+def carried(name: str, bound: float | None) -> dict:
+    """A guardrail at a 100 % step, where the stable arm has no traffic to compare with: it passed
+    on shared traffic at every step before (a plan only advances when all pass)."""
+    if bound is None:
+        return _report(name, OFF)
+    return _report(name, PASS, None, bound, carried="passed at the steps before, on traffic both arms shared")
 
 
 def psi(actual: list[int], expected: list[int]) -> float:

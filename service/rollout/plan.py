@@ -14,8 +14,11 @@ a controller that dies mid-write leaves either the old step or the new one, neve
 - hold: otherwise, saying what it waits for.
 
 A step's window is the revisions since it began; at a 100 % step the stable arm gets no traffic,
-so its baseline is the stable arm of the step before. Feedback counts since the plan began: a
-version's quality does not depend on its share, and labels arrive late.
+so its baseline is the stable arm of the step before. Only the error rate is judged on that
+baseline: latency and score distributions depend on the machine's load and the traffic's mix at
+the time, so comparing them across steps rolled back good canaries. They were compared on shared
+traffic at every step before, and a 100 % step carries those verdicts. Feedback counts since the
+plan began: a version's quality does not depend on its share, and labels arrive late.
 """
 
 from __future__ import annotations
@@ -161,10 +164,16 @@ class Decision:
 def reports(plan: dict, evidence: Evidence) -> list[dict]:
     bounds, min_requests = plan["guardrails"], plan["min_requests"]
     canary, stable = evidence.canary, evidence.stable
+    if plan["steps"][plan["step"]] >= 100:  # no shared traffic: the steps before compared the arms
+        latency = guardrails.carried("latency", bounds["max_latency_ratio"])
+        score_psi = guardrails.carried("score_psi", bounds["max_score_psi"])
+    else:
+        latency = guardrails.latency(canary, stable, bounds["max_latency_ratio"], min_requests)
+        score_psi = guardrails.score_drift(canary, stable, bounds["max_score_psi"], min_requests)
     return [
         guardrails.error_rate(canary, stable, bounds["max_error_rate_delta"], min_requests),
-        guardrails.latency(canary, stable, bounds["max_latency_ratio"], min_requests),
-        guardrails.score_drift(canary, stable, bounds["max_score_psi"], min_requests),
+        latency,
+        score_psi,
         guardrails.feedback(
             evidence.canary_labels, evidence.stable_labels, bounds["min_feedback"], bounds["max_f1_drop"]
         ),
@@ -207,7 +216,11 @@ def evaluate(plan: dict, evidence: Evidence, now: float | None = None) -> Decisi
     if short:
         waiting.append("evidence for " + ", ".join(short))
     if not waiting:
-        passed = ", ".join(f"{r['guardrail']} {r['value']:.4g}" for r in checked if r["status"] == guardrails.PASS)
+        passed = ", ".join(
+            f"{r['guardrail']} " + ("carried" if r["value"] is None else f"{r['value']:.4g}")
+            for r in checked
+            if r["status"] == guardrails.PASS
+        )
         numbers = f" ({passed}; {evidence.canary.requests} canary requests)"
         if step == len(plan["steps"]) - 1:
             return decide(PROMOTE, f"every guardrail passed at each of {len(plan['steps'])} steps" + numbers)

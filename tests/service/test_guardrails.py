@@ -123,6 +123,20 @@ def test_decisions():
     assert failed.action == "rollback" and failed.reason.startswith("guardrail failed: latency")
 
 
+def test_a_100_percent_step_judges_errors_on_the_step_before_and_carries_latency_and_scores():
+    # The stable baseline of a 100 % step is another time: a machine busier then, or a mix of texts
+    # that changed, must not roll a good canary back (it did, in a CI-like run).
+    later_and_busier = plans.Evidence(arm([0.020] * 150, [0.9] * 150), arm([0.002] * 900, [0.2] * 900))
+    at_full = plans.evaluate(plan_at(step=2), later_and_busier, now=61)
+    assert at_full.action == "promote", at_full.reason
+    carried = {r["guardrail"]: r for r in at_full.guardrails if r.get("carried")}
+    assert set(carried) == {"latency", "score_psi"} and "latency carried" in at_full.reason
+    at_half = plans.evaluate(plan_at(step=1), later_and_busier, now=61)  # with shared traffic: judged
+    assert at_half.action == "rollback" and "latency" in at_half.reason and "score_psi" in at_half.reason
+    erring = plans.Evidence(arm([0.002] * 150, [0.2] * 150, errors=30), GOOD.stable)
+    assert plans.evaluate(plan_at(step=2), erring, now=61).action == "rollback"  # errors still count
+
+
 def test_windows_and_validation():
     made = plan_at(step=2)
     assert plans.windows(made, 7) == {"canary": (4, 7), "stable": (3, 3), "feedback": (2, 7)}  # 100 %: step before
@@ -130,3 +144,22 @@ def test_windows_and_validation():
     for bad in ({"steps": [50, 10]}, {"steps": [100]}, {"steps": [10, 10]}, {"canary": "v1"}, {"guardrails": {"x": 1}}):
         with pytest.raises(plans.InvalidRolloutError):
             plans.new_plan({"canary": "v2", **bad}, "v1", "ops", 2, 0)
+
+
+def call_direct(operation, function, *args, strict=False):
+    return function(*args)
+
+
+def test_a_batch_is_as_many_latency_samples_as_texts():
+    from service.rollout.evidence import ArmEvidence, EvidenceRecorder
+
+    flushed = []
+    recorder = EvidenceRecorder(type("Backend", (), {"add": staticmethod(flushed.append)}), call_direct)
+    recorder.answered(3, "canary", 0.300, [0.5] * 300)  # one batch of 300 texts in 300 ms
+    recorder.answered(3, "canary", 0.002, [0.5])
+    assert recorder.flush()
+    canary = ArmEvidence.of(flushed[0][3], "canary")
+    assert canary.answered == 2 and sum(canary.latency) == 301
+    assert quantile(canary.latency, 0.95) < 0.0013  # 1 ms per text, not one 300 ms sample
+    stable = arm([0.001] * 301)
+    assert guardrails.latency(canary, stable, 2.0, 100)["status"] == "pass"
