@@ -194,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
     S(
         "AUTH_FAILURE_LIMIT",
         "30/minute",
-        "failed key checks per client address; beyond, 429 with `Retry-After` until the window ends",
+        "failed key checks per client address; beyond, 429 with `Retry-After` until the window ends; empty disables",
     ),
     S(
         "PROXY_HOPS",

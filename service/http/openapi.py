@@ -184,7 +184,7 @@ def _limits(spec: dict, settings) -> None:
     results["items"] = {"oneOf": [results["items"], {"$ref": "#/components/schemas/BatchItemError"}]}
 
 
-ADMIN_READ = (errors.UnauthorizedError, errors.ForbiddenError, StoreUnavailableError)
+ADMIN_READ = (errors.UnauthorizedError, errors.ForbiddenError, errors.RateLimitedError, StoreUnavailableError)
 ADMIN_WRITE = (
     *ADMIN_READ,
     errors.InvalidJsonError,

@@ -17,8 +17,10 @@ versions it names, in the process that takes the call) before writing it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -51,9 +53,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def bucket(request_id: str, salt: str = "") -> int:
-    """0..9999, stable in the request id: a retry with the same id lands on the same arm."""
-    return int.from_bytes(hashlib.sha256((salt + request_id).encode("utf-8")).digest()[:8], "big") % 10_000
+def bucket(request_id: str, key: str, salt: str = "") -> int:
+    """0..9999, stable in the request id: a retry with the same id lands on the same arm.
+
+    Keyed (HMAC-SHA256 with the rollout's secret routing key): a client that chose its ids by an
+    unkeyed hash chose its arm, and with it what each arm's evidence saw."""
+    digest = hmac.new(key.encode("ascii"), (salt + request_id).encode("utf-8"), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000
+
+
+def new_routing_key() -> str:
+    return secrets.token_hex(32)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,10 @@ class RolloutState:
     updated_by: str
     reason: str
     plan: dict | None = None  # the automatic rollout plan, if one was ever started (plan.py)
+    # The secret that keys the arm of a request id: random, made with the seed, stored with the state
+    # so every process on the store routes alike, never shown by the API. (Older stored states get
+    # one at their next change.)
+    routing_key: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> RolloutState:
@@ -80,7 +94,7 @@ class RolloutState:
     def public(self) -> dict:
         """The state as the admin API shows it (the plan has its own endpoint)."""
         shown = asdict(self)
-        del shown["plan"]
+        del shown["plan"], shown["routing_key"]
         return shown
 
     @property
@@ -90,13 +104,15 @@ class RolloutState:
 
     def arm(self, request_id: str) -> tuple[str, str]:
         """(version, arm) for a routed request: sticky by request id within this revision."""
-        if bucket(request_id) < round(self.canary_percent * 100):
+        if bucket(request_id, self.routing_key or "") < round(self.canary_percent * 100):
             return self.canary, "canary"
         return self.stable, "stable"
 
     def shadows(self, request_id: str) -> bool:
         # Its own salt: which requests are shadowed is independent of which went to the canary.
-        return bool(self.shadow) and bucket(request_id, "shadow:") < round(self.shadow_percent * 100)
+        return bool(self.shadow) and bucket(request_id, self.routing_key or "", "shadow:") < round(
+            self.shadow_percent * 100
+        )
 
 
 def _percent(name: str, value) -> float:
@@ -120,11 +136,16 @@ def changed(state: RolloutState, change: dict, by: str, reason: str) -> RolloutS
             raise InvalidRolloutError(f"{name} must be a model version", details={name: ["a version name"]})
         else:
             values[name] = value
-    return replace(state, **values, revision=state.revision + 1, updated_at=_now(), updated_by=by, reason=reason or "")
+    key = state.routing_key or new_routing_key()
+    return replace(
+        state, **values, revision=state.revision + 1, updated_at=_now(), updated_by=by, reason=reason or "", routing_key=key
+    )
 
 
 def seed(stable: str, canary: str, canary_percent: float) -> RolloutState:
-    return RolloutState(stable, canary, canary_percent, None, 0.0, 1, _now(), "settings", "seeded from TOXISERVE_*")
+    return RolloutState(
+        stable, canary, canary_percent, None, 0.0, 1, _now(), "settings", "seeded from TOXISERVE_*", None, new_routing_key()
+    )
 
 
 def _follow(ref: weakref.ref, interval: float) -> None:

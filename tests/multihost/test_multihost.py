@@ -1,7 +1,6 @@
 """Three hosts behind HAProxy with one Redis (tests/multihost/hosts.py): the claims docs/operations.md makes
 for many hosts, proven through the load balancer. Needs root, iproute2, haproxy and redis-server."""
 
-import hashlib
 import json
 import math
 import os
@@ -14,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from service.rollout.state import bucket
+from service.store.factory import open_store
 from toxiserve.client import ToxiserveClient
 
 from .hosts import Cluster, missing_requirements
@@ -24,6 +25,7 @@ pytestmark = [
 ]
 
 KEY, LIMITED = "k-multi-0001112222", "k-multi-limited-222"
+NAMESPACE = f"multihost-{os.getpid()}"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def cluster():
         "TOXISERVE_API_KEYS": f"tests:{KEY},limited:{LIMITED}",
         "TOXISERVE_RATE_LIMIT": "",
         "TOXISERVE_RATE_LIMITS_PER_KEY": json.dumps({"limited": "20/minute"}),
-        "TOXISERVE_STORE_NAMESPACE": f"multihost-{os.getpid()}",
+        "TOXISERVE_STORE_NAMESPACE": NAMESPACE,
         # A whole host that dies leaves its claims until they expire (its master cannot free them).
         "TOXISERVE_IDEMPOTENCY_PENDING_TTL": "3",
         "TOXISERVE_GRACEFUL_TIMEOUT": "10",
@@ -62,11 +64,10 @@ def test_the_canary_split_holds_across_hosts(cluster):
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(lambda rid: cluster.post("/predict", {"text": "split", "request_id": rid}, KEY), ids))
     versions = [a.json()["model_version"] for a in answers]
-    # Every host routes an id as the hash says (10 % canary), so the split is the same wherever it lands.
-    expected = [
-        "v2" if int.from_bytes(hashlib.sha256(rid.encode()).digest()[:8], "big") % 10_000 < 1000 else "v1"
-        for rid in ids
-    ]
+    # Every host routes an id as the keyed hash says (10 % canary), with the one routing key the
+    # shared store holds, so the split is the same wherever it lands.
+    stored = open_store(f"redis://{cluster.net}.1:{cluster.redis_port}/0", NAMESPACE).rollout.read()
+    expected = ["v2" if bucket(rid, stored["routing_key"]) < 1000 else "v1" for rid in ids]
     assert versions == expected
     share, bound = versions.count("v2") / len(ids), 3.29 * math.sqrt(0.1 * 0.9 / len(ids))
     assert abs(share - 0.1) <= bound

@@ -18,12 +18,13 @@ from service.grpc.gen import toxicity_pb2_grpc as rpc
 from service.grpc.server import build_server, set_health
 from shared_features import ModelRegistry
 
-from .conftest import API_KEY, AUTH, isolated_store, make_app
+from .conftest import API_KEY, AUTH, OTHER_KEY, isolated_store, make_app
 from .server import REPO_ROOT, free_port, procfile_command
 
 pytestmark = pytest.mark.gunicorn
 KEY = [("x-api-key", API_KEY)]
 LIMITED = [("x-api-key", "limited-key-0000")]
+OTHER = {"X-API-Key": OTHER_KEY}
 
 
 class GrpcProcess:
@@ -40,6 +41,7 @@ class GrpcProcess:
             "TOXISERVE_STORE_URL": isolated_store(),
             **(extra_env or {}),
         }
+        self.store_url = env["TOXISERVE_STORE_URL"]
         self.proc = subprocess.Popen(
             procfile_command("grpc"),
             cwd=REPO_ROOT,
@@ -119,11 +121,12 @@ def test_predict_and_batch_equal_http(server, version):
 
 
 def test_router_matches_the_http_router(server):
-    http = make_app().test_client()
+    http = make_app(STORE_URL=server.store_url).test_client()  # one store: one routing key
     for i in range(40):
         request_id = f"route-{i}"
         reply = server.stub.Predict(pb.PredictRequest(text="hello", request_id=request_id), metadata=KEY)
-        expected = http.post("/predict", json={"text": "hello", "request_id": request_id}, headers=AUTH)
+        # Another key: idempotency scopes ids by key, so this is not a replay of the gRPC call.
+        expected = http.post("/predict", json={"text": "hello", "request_id": request_id}, headers=OTHER)
         assert reply.model_version == expected.json["model_version"]
 
 

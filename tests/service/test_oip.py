@@ -73,7 +73,7 @@ def test_infer_without_version_goes_through_the_canary_router(oip_client):
         request_id = f"oip-route-{i}"
         body = post(oip_client, "/v2/models/toxicity/infer", spec_request(["hello"], id=request_id)).json
         routed = post(oip_client, "/predict", {"text": "hello", "request_id": f"p-{request_id}"})
-        direct = make_app().extensions["toxiserve"].rollout.current.arm(request_id)[0]
+        direct = oip_client.application.extensions["toxiserve"].rollout.current.arm(request_id)[0]
         assert body["model_version"] == direct and routed.status_code == 200
 
 

@@ -92,7 +92,7 @@ def test_refusals_as_status_codes(client):
     assert unknown.value.status() == "StatusCode.NOT_FOUND" and "v9" in unknown.value.message()
     with pytest.raises(InferenceServerException) as limited:
         for _ in range(2):  # 3/minute: the second batch of 4 texts is over
-            client.infer("toxicity", [text_input(TEXTS[:2])], headers={"x-api-key": "limited-key-000"})
+            client.infer("toxicity", [text_input(TEXTS[:2])], headers={"x-api-key": "limited-key-0000"})
     assert limited.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
 
 
