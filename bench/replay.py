@@ -1,7 +1,8 @@
 """Replay labeled traffic: real tweets through the router, each with a request id, and (with
 --feedback) each answer's true label sent back with the same key, as a labelling team would.
 
-    TOXISERVE_API_KEY=demo-key-0123456789 .venv/bin/python -m bench.replay --url http://127.0.0.1:8000 --seconds 60 --feedback
+    export TOXISERVE_API_KEY=demo-key-0123456789
+    .venv/bin/python -m bench.replay --url http://127.0.0.1:8000 --seconds 60 --feedback
 
 For trying automatic rollouts (docs/rollouts.md, Automatic rollouts) and for bench.controller_bench. It
 stops after --seconds or --requests, whichever comes first, and prints what it sent and what

@@ -192,6 +192,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     S("RATE_LIMITS_PER_KEY", {}, 'JSON overrides by key id, e.g. `{"batch-team": "10/second"}`', dict),
     S(
+        "ROUTING_KEY",
+        None,
+        "secret that keys each request id's arm, written with the rollout's first seed (unset: random)",
+        optional=True,
+        readme_default="random",
+    ),
+    S(
+        "LABELER_KEYS",
+        "",
+        "key ids (`a,b`) with the `labeler` scope: only their labels on routed answers steer rollouts",
+        readme_default="—",
+    ),
+    S(
         "AUTH_FAILURE_LIMIT",
         "30/minute",
         "failed key checks per client address; beyond, 429 with `Retry-After` until the window ends; empty disables",

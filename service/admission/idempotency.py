@@ -18,6 +18,11 @@ from service.errors import IdempotencyConflictError
 from service.store import IdempotencyBackend, StoreUnavailableError
 
 
+def answer_of(record: dict) -> dict:
+    """The answer a stored record replays: without the facts kept beside it (keys starting with "_")."""
+    return {name: value for name, value in record.items() if not name.startswith("_")}
+
+
 def fingerprint(operation: str, payload: dict) -> str:
     canonical = json.dumps({"op": operation, "payload": payload}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -44,9 +49,17 @@ class Idempotency:
         self.ttl, self.pending_ttl, self.wait_seconds = ttl, pending_ttl, wait_seconds
 
     def run_once(
-        self, owner: str, request_id: str, operation: str, payload: dict, compute: Callable[[], dict]
+        self,
+        owner: str,
+        request_id: str,
+        operation: str,
+        payload: dict,
+        compute: Callable[[], dict],
+        kept: Callable[[], dict] | None = None,
     ) -> tuple[dict, bool]:
-        """(response, replayed). `owner` (the key id) scopes ids so two clients never collide."""
+        """(response, replayed). `owner` (the key id) scopes ids so two clients never collide.
+        `kept()`, after computing: facts stored beside the answer and never replayed (keys starting
+        with "_"), such as how the request was routed."""
         key = f"{owner}:{request_id}"
         digest = fingerprint(operation, payload)
         deadline = time.monotonic() + self.wait_seconds
@@ -56,14 +69,14 @@ class Idempotency:
             if claim is None:
                 return compute(), False  # failing open: serve without deduplication
             if claim.owned:
-                return self._compute_and_store(key, digest, compute), False
+                return self._compute_and_store(key, digest, compute, kept), False
             if claim.fingerprint != digest:
                 raise IdempotencyConflictError(
                     "request_id was already used with a different payload or on another endpoint",
                     details={"request_id": ["conflict"]},
                 )
             if claim.done:
-                return json.loads(claim.response), True
+                return answer_of(json.loads(claim.response)), True
             # Same id and payload still running elsewhere (a concurrent retry): wait for its answer
             # rather than computing a second one. A claim whose worker died is released by the
             # gunicorn master at once (`release_claims_of`), so this loop then takes it over.
@@ -74,13 +87,14 @@ class Idempotency:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def _compute_and_store(self, key: str, digest: str, compute: Callable[[], dict]) -> dict:
+    def _compute_and_store(self, key: str, digest: str, compute: Callable[[], dict], kept=None) -> dict:
         try:
             response = compute()
         except BaseException:
             self._quietly("idempotency", self.backend.release, key, digest)
             raise
-        self._quietly("idempotency", self.backend.complete, key, digest, json.dumps(response), self.ttl)
+        record = json.dumps({**response, **(kept() if kept else {})})
+        self._quietly("idempotency", self.backend.complete, key, digest, record, self.ttl)
         return response
 
     def _quietly(self, operation: str, function: Callable[..., None], *args) -> None:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from service.admission.auth import API_KEY_HEADER
 from service.admission.backpressure import overloaded, queue_wait
 from service.admission.deadline import Deadline
 from service.call import Call
 from service.core.inference import InferenceService, Prediction
 from service.core.readiness import STARTING
-from service.admission.auth import API_KEY_HEADER
 from service.errors import NotReadyError, UnauthorizedError
 from service.observability import metrics
 from shared_features.errors import ToxiserveError
@@ -38,6 +38,14 @@ ARM_FAULTS = ("INFERENCE_FAILED", "DEADLINE_EXCEEDED")
 
 def arm_fault(exc: BaseException) -> bool:
     return not isinstance(exc, ToxiserveError) or exc.error_code in ARM_FAULTS
+
+
+def answer_facts(call: Call, current_revision: int) -> dict:
+    """Kept beside a stored answer (never replayed): the rollout revision it was answered under and
+    whether the router chose its arm. A label counts as rollout evidence only for routed answers,
+    at their revision: never at the revision current when the label arrives."""
+    routed = call.arm is not None
+    return {"_answered": {"revision": call.rollout_revision if routed else current_revision, "routed": routed}}
 
 
 def one_answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
@@ -148,7 +156,12 @@ class DataPlane:
                     payload["per_item"] = True
                 try:
                     body, replayed = service.idempotency.run_once(
-                        call.key_id, call.request_id, operation, payload, compute
+                        call.key_id,
+                        call.request_id,
+                        operation,
+                        payload,
+                        compute,
+                        lambda: answer_facts(call, service.rollout.current.revision),
                     )
                 except ToxiserveError as error:
                     self._refused(call, error)

@@ -270,9 +270,7 @@ class RolloutPlanRequestSchema(Schema):
         metadata={"description": "canary shares, increasing; default [10, 25, 50, 100]"},
     )
     step_seconds = ExactNumber(validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 60"})
-    min_requests = ExactInteger(
-        validate=validate.Range(min=1, max=10_000_000), metadata={"description": "default 100"}
-    )
+    min_requests = ExactInteger(validate=validate.Range(min=1, max=10_000_000), metadata={"description": "default 100"})
     interval_seconds = ExactNumber(validate=validate.Range(min=0.1, max=3600), metadata={"description": "default 10"})
     max_hold_seconds = ExactNumber(
         validate=validate.Range(min=0, max=7 * 86400), metadata={"description": "default 600"}
@@ -317,11 +315,8 @@ def request_id_rule(value: str) -> None:
         raise ValidationError(f"must be {REQUEST_ID_RULE}")
 
 
-
 class FeedbackItemSchema(Schema):
-    request_id = fields.String(
-        required=True, validate=request_id_rule, metadata={"pattern": REQUEST_ID_SCHEMA_PATTERN}
-    )
+    request_id = fields.String(required=True, validate=request_id_rule, metadata={"pattern": REQUEST_ID_SCHEMA_PATTERN})
     label = fields.String(required=True, validate=validate.OneOf(("toxic", "clean")))
 
 
@@ -334,6 +329,13 @@ class FeedbackResultSchema(Schema):
     status = fields.String(required=True)
     model_version = fields.String()
     predicted = fields.String()
+    counts_as = fields.String(
+        validate=validate.OneOf(("evidence", "untrusted", "direct")),
+        metadata={
+            "description": "evidence: steers rollouts (a labeler key, a routed answer); untrusted: another key's "
+            "label on a routed answer; direct: an answer whose version the client named"
+        },
+    )
     error_code = fields.String()
     message = fields.String()
 

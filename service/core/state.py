@@ -8,9 +8,9 @@ import time
 from dataclasses import replace
 
 from service.admission.auth import ApiKeys
+from service.admission.auth_failures import AuthFailureLimit
 from service.admission.backpressure import InFlightLimiter
 from service.admission.idempotency import Idempotency
-from service.admission.auth_failures import AuthFailureLimit
 from service.admission.ratelimit import RateLimiter, StoreFailurePolicy, parse_limits
 from service.core.dataplane import DataPlane
 from service.core.inference import InferenceService
@@ -29,6 +29,10 @@ from shared_features import ModelRegistry
 from shared_features.errors import ModelError, ToxiserveError
 
 log = logging.getLogger(__name__)
+
+
+def labeler_ids(setting: str) -> frozenset[str]:
+    return frozenset(filter(None, (part.strip() for part in setting.split(","))))
 
 
 class ServiceState:
@@ -72,7 +76,7 @@ class ServiceState:
             self.store.rollout,
             policy.call,
             self.prepare,
-            seed(settings.stable_version, settings.canary_version, settings.canary_percent),
+            seed(settings.stable_version, settings.canary_version, settings.canary_percent, settings.routing_key),
             settings.rollout_poll_seconds,
             settings.max_loaded_versions,
         )
@@ -86,7 +90,7 @@ class ServiceState:
             lambda: not self.in_flight.quiet_for(QUIET_SECONDS),
             self.evidence.shadowed,
         )
-        self.feedback = Feedback(self.store, policy, settings.idempotency_ttl, lambda: self.rollout.current.revision)
+        self.feedback = Feedback(self.store, policy, settings.idempotency_ttl, labeler_ids(settings.labeler_keys))
         self.controller = RolloutController(
             self.rollout,
             self.evidence,

@@ -290,6 +290,7 @@ FEEDBACK_ERRORS = (
     UnprocessableError,
     UnknownRequestError,
     FeedbackConflictError,
+    errors.RateLimitedError,
     StoreUnavailableError,
 )
 

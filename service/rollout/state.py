@@ -138,13 +138,22 @@ def changed(state: RolloutState, change: dict, by: str, reason: str) -> RolloutS
             values[name] = value
     key = state.routing_key or new_routing_key()
     return replace(
-        state, **values, revision=state.revision + 1, updated_at=_now(), updated_by=by, reason=reason or "", routing_key=key
+        state,
+        **values,
+        revision=state.revision + 1,
+        updated_at=_now(),
+        updated_by=by,
+        reason=reason or "",
+        routing_key=key,
     )
 
 
-def seed(stable: str, canary: str, canary_percent: float) -> RolloutState:
+def seed(stable: str, canary: str, canary_percent: float, routing_key: str | None = None) -> RolloutState:
+    """The first state, from the settings. The routing key is stored with it, so the first seed's
+    key is the deployment's: a later process's TOXISERVE_ROUTING_KEY does not re-key a stored state."""
+    key = routing_key or new_routing_key()
     return RolloutState(
-        stable, canary, canary_percent, None, 0.0, 1, _now(), "settings", "seeded from TOXISERVE_*", None, new_routing_key()
+        stable, canary, canary_percent, None, 0.0, 1, _now(), "settings", "seeded from TOXISERVE_*", None, key
     )
 
 

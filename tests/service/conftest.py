@@ -10,6 +10,7 @@ import pytest
 from service import create_app
 
 API_KEY = "test-key-0123456789"
+TEST_ROUTING_KEY = "tests-routing-key-0123456789abcdef"
 OTHER_KEY = "other-key-9876543210"
 # Read-only: a test (or a library it calls) that added to it would send its headers in every later test.
 AUTH = MappingProxyType({"X-API-Key": API_KEY})
@@ -26,6 +27,7 @@ def make_app(**overrides):
         "API_KEYS": f"tests:{API_KEY},other:{OTHER_KEY}",
         "STORE_URL": isolated_store(),
         "RATE_LIMIT": "",
+        "ROUTING_KEY": TEST_ROUTING_KEY,  # the same split of the same ids on every run
         **overrides,
     }
     return create_app(config)

@@ -45,6 +45,8 @@ class Server:
             "PORT": str(self.port),
             "TOXISERVE_BIND_HOST": "127.0.0.1",
             "WEB_CONCURRENCY": str(workers),
+            # The same split of the same ids on every run (tests/service/conftest.py).
+            "TOXISERVE_ROUTING_KEY": "tests-routing-key-0123456789abcdef",
             **env,
         }
         self.ready_timeout = ready_timeout

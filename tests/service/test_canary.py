@@ -99,10 +99,12 @@ def test_no_client_can_compute_its_arm_the_deployment_keys_it():
     one = make_app(CANARY_PERCENT=50, ADMIN_KEYS="ops:admin-key-0123456789")
     first, again = arms(one.test_client()), arms(one.test_client())
     assert first == again  # sticky within the deployment (replays or not, the same arm)
-    other = arms(make_app(CANARY_PERCENT=50).test_client())
-    unkeyed = ["v2" if int.from_bytes(hashlib.sha256(r.encode()).digest()[:8], "big") % 10_000 < 5000 else "v1" for r in ids]
+    other = arms(make_app(CANARY_PERCENT=50, ROUTING_KEY="another-deployments-key-0123456789").test_client())
+    unkeyed = [
+        "v2" if int.from_bytes(hashlib.sha256(r.encode()).digest()[:8], "big") % 10_000 < 5000 else "v1" for r in ids
+    ]
     for guess in (other, unkeyed):  # at chance: about half agree, 4 standard deviations either way
-        agreed = sum(a == b for a, b in zip(first, guess))
+        agreed = sum(a == b for a, b in zip(first, guess, strict=True))
         assert abs(agreed - 200) <= 4 * math.sqrt(400 * 0.25)
     shown = one.test_client().get("/admin/rollout", headers={"X-API-Key": "admin-key-0123456789"}).json
     assert "routing_key" not in shown and "revision" in shown

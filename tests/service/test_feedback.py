@@ -35,6 +35,7 @@ def test_a_label_is_joined_to_the_answer_the_service_gave(client):
         "status": "accepted",
         "model_version": answer["model_version"],
         "predicted": answer["label"],
+        "counts_as": "untrusted",  # a routed answer, but this key has no labeler scope
     }
     again = label(client, "f-1", "toxic")
     assert again.status_code == 409 and again.json["error_code"] == "FEEDBACK_CONFLICT"
@@ -142,3 +143,38 @@ def test_a_hostile_body_is_a_clear_400_in_either_form(client):
     for body in (deep, '{"items": ' + deep + "}"):
         answer = client.post("/v1/feedback", data=body, headers={**AUTH, "Content-Type": "application/json"})
         assert answer.status_code == 400 and answer.json["error_code"] == "INVALID_JSON"
+
+
+def test_only_a_labelers_labels_on_routed_answers_count_at_the_answers_revision(store_url, namespace):
+    """The probe's forged evidence: any key's labels counted, on direct answers too, at the revision
+    current when the label arrived (so answers banked before a plan counted in it)."""
+    client = admin_app(store_url, namespace, LABELER_KEYS="tests", CANARY_PERCENT=50).test_client()
+    for i in range(6):  # banked under revision 1
+        post(client, "/predict", {"text": TEXTS[i % 4], "request_id": f"banked-{i}"})
+    client.put("/admin/rollout", json={"canary_percent": 40}, headers=ADMIN)  # revision 2: a new step
+    post(client, "/predict", {"text": TEXTS[0], "request_id": "now"})
+    post(client, "/v1/predict", {"text": TEXTS[0], "request_id": "named"})
+    client.post("/predict", json={"text": TEXTS[0], "request_id": "theirs"}, headers={"X-API-Key": OTHER_KEY})
+    kinds = [label(client, f"banked-{i}", "toxic").json["counts_as"] for i in range(6)]
+    kinds += [label(client, "now", "toxic").json["counts_as"], label(client, "named", "toxic").json["counts_as"]]
+    kinds.append(label(client, "theirs", "toxic", key=OTHER_KEY).json["counts_as"])
+    assert kinds == ["evidence"] * 7 + ["direct", "untrusted"]
+    versions = {v: client.get(f"/v1/models/{v}/quality", headers=AUTH).json for v in ("v1", "v2")}
+    current = sum(q["current_revision"]["labels"] for q in versions.values())
+    assert current == 3  # "now", "named" and "theirs" were answered under revision 2; the banked six under 1
+    evidence = sum(q["rollout_evidence"]["labels"] for q in versions.values())
+    assert evidence == 7 and sum(q["labels_by_kind"]["untrusted"] for q in versions.values()) == 1
+    assert sum(q["all_time"]["labels"] for q in versions.values()) == 9  # every label is kept and shown
+
+
+def test_labels_spend_the_keys_rate_limit(store_url, namespace):
+    client = admin_app(store_url, namespace, RATE_LIMIT="8/minute").test_client()
+    for i in range(4):
+        post(client, "/v1/predict", {"text": TEXTS[0], "request_id": f"r-{i}"})
+    assert label(client, "r-0", "toxic").status_code == 202  # 5 of 8 spent
+    items = [{"request_id": f"r-{i}", "label": "toxic"} for i in (1, 2, 3)]
+    assert client.post("/v1/feedback", json={"items": items}, headers=AUTH).status_code == 202  # 8 of 8
+    refused = label(client, "never-sent", "toxic")
+    assert (
+        refused.status_code == 429 and refused.json["error_code"] == "RATE_LIMITED" and "Retry-After" in refused.headers
+    )

@@ -48,7 +48,9 @@ def run_web(env: dict) -> subprocess.CompletedProcess:
 
 @pytest.mark.gunicorn
 def test_a_missing_model_directory_is_one_line_not_a_traceback(tmp_path):
-    result = run_web({"PORT": str(free_port()), "TOXISERVE_API_KEYS": "t:key-0123456789abcdef", "TOXISERVE_MODEL_DIR": str(tmp_path)})
+    result = run_web(
+        {"PORT": str(free_port()), "TOXISERVE_API_KEYS": "t:key-0123456789abcdef", "TOXISERVE_MODEL_DIR": str(tmp_path)}
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in output
     assert "Error: cannot load the models: model toxicity/v1 not found" in output

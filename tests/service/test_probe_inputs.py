@@ -67,7 +67,7 @@ def test_no_probe_is_a_5xx_on_gunicorn():
     }
     with Server(env) as server:
         got = {}
-        for (method, path, body, headers, status), name in zip(PROBES, IDS):
+        for (method, path, body, headers, status), name in zip(PROBES, IDS, strict=True):
             answer = requests.request(method, server.url + path, json=body, headers={**AUTH, **headers}, timeout=30)
             got[name] = (answer.status_code, status)
         output = server.output()

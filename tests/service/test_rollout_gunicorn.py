@@ -29,6 +29,7 @@ def env_for(store_url: str, namespace: str, **extra) -> dict:
     return {
         "TOXISERVE_API_KEYS": f"tests:{API_KEY}",
         "TOXISERVE_ADMIN_KEYS": f"ops:{ADMIN_KEY}",
+        "TOXISERVE_LABELER_KEYS": "tests",  # its labels steer rollouts
         "TOXISERVE_RATE_LIMIT": "",
         "TOXISERVE_STORE_URL": store_url,
         "TOXISERVE_STORE_NAMESPACE": namespace,
@@ -38,7 +39,8 @@ def env_for(store_url: str, namespace: str, **extra) -> dict:
 
 def routed_split(server: Server, calls: int, ids: str) -> tuple[Counter, set]:
     """`calls` routed requests with the fixed ids `{ids}-0`...: the same split on every run (the arm
-    is a hash of the id); `ids` differs per call site, so no id is ever a replay."""
+    is a keyed hash of the id, and the tests fix the key); `ids` differs per call site, so no id is
+    ever a replay."""
     versions, revisions = Counter(), set()
     with requests.Session() as session:
         for i in range(calls):

@@ -39,5 +39,9 @@ def test_a_bad_value_stops_the_service_naming_its_variable(override, message):
 def test_process_settings_reach_the_typed_view(monkeypatch):
     monkeypatch.setenv("PORT", "9123")
     monkeypatch.setenv("TOXISERVE_GRPC_THREADS", "3")
-    settings = create_app({"TESTING": True, "API_KEYS": "t:key-0123456789abcdef", "GRPC_THREADS": 3}).extensions["toxiserve"].settings
+    settings = (
+        create_app({"TESTING": True, "API_KEYS": "t:key-0123456789abcdef", "GRPC_THREADS": 3})
+        .extensions["toxiserve"]
+        .settings
+    )
     assert (settings.port, settings.grpc_threads, settings.max_queue_wait) == (9123, 3, 0.5)

@@ -12,6 +12,14 @@ from shared_features.errors import ToxiserveError, UnprocessableError
 _item, _batch = FeedbackItemSchema(), FeedbackBatchSchema()
 
 
+def charge(service, labels: int) -> None:
+    """Labels spend the key's rate limit like texts do: one unit each (a label is a store lookup and
+    a write; unlimited, one key made 45,590 lookups a second)."""
+    decision = service.rate_limiter.check(g.call.key_id, labels)
+    if decision is not None:
+        g.call.retry_headers = decision.headers()
+
+
 def give_feedback():
     """One label (202 or its error), or a batch of up to TOXISERVE_MAX_BATCH_SIZE (202, a result per item)."""
     service = state()
@@ -23,6 +31,7 @@ def give_feedback():
             raise UnprocessableError(
                 f"{len(items)} items exceed the limit of {limit}", details={"items": [f"at most {limit}"]}
             )
+        charge(service, len(items))
         results = []
         for item in items:
             try:
@@ -41,6 +50,7 @@ def give_feedback():
         accepted = sum(result["status"] == "accepted" for result in results)
         return jsonify(accepted=accepted, results=results), 202
     item = _item.load(body)
+    charge(service, 1)
     return jsonify(service.feedback.give(g.call.key_id, item["request_id"], item["label"])), 202
 
 
