@@ -1,7 +1,9 @@
 """gunicorn settings for toxiserve (`gunicorn -c gunicorn.conf.py "service:create_app()"`)."""
 
 import errno
+import functools
 import gc
+import logging
 import os
 import shutil
 import signal
@@ -118,17 +120,35 @@ logconfig_dict = {
 proc_name = "toxiserve"
 
 
+def never_raises(hook):
+    """A hook that raises in the master stops gunicorn (a read-only store did, at a worker's exit):
+    every hook logs its failure instead, and the server goes on."""
+
+    @functools.wraps(hook)
+    def guarded(*args):
+        try:
+            return hook(*args)
+        except Exception as exc:  # noqa: BLE001 - nothing may escape into the arbiter
+            logging.getLogger("gunicorn.error").error("%s failed: %s: %s", hook.__name__, type(exc).__name__, exc)
+        return None
+
+    return guarded
+
+
+@never_raises
 def when_ready(server):
     gc.freeze()
     gc.enable()
 
 
+@never_raises
 def pre_fork(server, worker):
     # Move everything the master allocated (models included) out of the GC's reach, so collections
     # in workers don't touch those pages and break copy-on-write sharing.
     gc.freeze()
 
 
+@never_raises
 def child_exit(server, worker):
     # Fold the dead worker's counters into the archive: totals never go backwards, files stay bounded.
     from service.core.lifecycle import release_claims_of
@@ -140,11 +160,13 @@ def child_exit(server, worker):
     release_claims_of(server.app.wsgi(), worker.pid)
 
 
+@never_raises
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+@never_raises
 def worker_exit(server, worker):
     # A worker leaving gracefully (SIGTERM, max_requests): its last rollout evidence reaches the
     # store, and a controller lease it holds is given up so another process takes over at once.
@@ -153,11 +175,9 @@ def worker_exit(server, worker):
     worker_stopping(getattr(worker, "wsgi", None))  # None if it never finished booting
 
 
+@never_raises  # a raise here fails the worker's boot, and gunicorn then halts
 def post_worker_init(worker):
-    # A forked worker's gauges start at 0 in its own file: publish its readiness.
     from service.core.lifecycle import begin_draining, worker_started
-
-    worker_started(worker.wsgi)
 
     # gunicorn's SIGTERM handler stops the worker gracefully; first flip readiness to draining.
     graceful_exit = worker.handle_exit
@@ -167,6 +187,8 @@ def post_worker_init(worker):
         graceful_exit(sig, frame)
 
     signal.signal(signal.SIGTERM, drain_then_exit)
+    # A forked worker's gauges start at 0 in its own file: publish its readiness.
+    worker_started(worker.wsgi)
 
 
 # We don't use gunicornc; its fixed socket path would collide when several instances share a host.

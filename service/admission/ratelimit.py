@@ -16,6 +16,7 @@ from limits.strategies import FixedWindowRateLimiter
 from service.errors import RateLimitedError
 from service.observability import metrics
 from service.store import Store, StoreUnavailableError
+from service.store.base import fault_cause
 from service.store.breaker import CircuitBreaker, CircuitOpenError
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ class StoreFailurePolicy:
         self.mode, self.errors, self.on_error = mode, errors, on_error
         self.breaker = breaker or CircuitBreaker()
         self.is_corruption = is_corruption
-        self._last_warning = 0.0
+        self._last_warning, self.last_cause = 0.0, ""
 
     def call(self, operation: str, function: Callable[..., T], *args, strict: bool = False) -> T | None:
         """`function(*args)` through the breaker; None where the store failed and the mode is open.
@@ -96,12 +97,15 @@ class StoreFailurePolicy:
     def failed(self, operation: str, exc: BaseException, strict: bool = False) -> None:
         self.on_error(operation)
         if self.is_corruption(exc):
+            self.last_cause = "corrupt"
             log.error("store is corrupt (%s during %s); failing %s", exc, operation, self.mode)
-        else:
-            now = time.monotonic()
-            if now - self._last_warning > 10:  # a dead store must not flood the log
+        elif not isinstance(exc, CircuitOpenError):  # an open breaker repeats the cause that opened it
+            now, cause = time.monotonic(), fault_cause(exc)
+            # A dead store must not flood the log: each cause once, then at most every 10 s.
+            if cause != self.last_cause or now - self._last_warning > 10:
                 self._last_warning = now
-                log.warning("store unreachable during %s (%s); failing %s", operation, type(exc).__name__, self.mode)
+                log.warning("store unreachable during %s (%s); failing %s", operation, cause, self.mode)
+            self.last_cause = cause
         if self.mode == "closed" or strict:
             raise StoreUnavailableError("shared state store unavailable; retry later") from None
 

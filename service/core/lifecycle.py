@@ -8,6 +8,7 @@ from flask import Flask
 
 from service.admission.idempotency import claim_owner
 from service.observability import metrics
+from service.store.base import fault_cause
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ def release_claims_of(app: Flask, pid: int) -> None:
     owner = claim_owner(pid)
     try:
         released = service.idempotency.release_claims_of(owner)
-    except service.store.errors as exc:
-        log.warning("could not release the claims of dead worker %s (%s)", pid, type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - in the master: any raise here would stop gunicorn
+        log.warning("could not release the claims of dead worker %s (%s)", pid, fault_cause(exc))
         return
     if released:
         log.warning("released %d pending request claims of dead worker %s", released, pid)

@@ -113,6 +113,7 @@ class StoreHealthSchema(Schema):
     backend = fields.String(validate=validate.OneOf(("sqlite", "redis")))
     healthy = fields.Boolean(metadata={"description": "false while the store fails (circuit breaker open)"})
     failure_mode = fields.String(validate=validate.OneOf(("open", "closed")))
+    cause = fields.String(metadata={"description": "while unhealthy: disk full, read-only, permission denied..."})
 
 
 class ReadySchema(Schema):

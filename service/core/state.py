@@ -258,7 +258,10 @@ class ServiceState:
             healthy = self.store_policy.call("ping", self.store.idempotency.ping) is not None
         except StoreUnavailableError:
             healthy = False
-        return {"backend": self.store.backend, "healthy": healthy, "failure_mode": self.settings.store_failure_mode}
+        health = {"backend": self.store.backend, "healthy": healthy, "failure_mode": self.settings.store_failure_mode}
+        if not healthy:  # what the log says too: "disk full", "read-only", "permission denied"...
+            health["cause"] = self.store_policy.last_cause or "unknown"
+        return health
 
     def on_store_error(self, operation: str) -> None:
         metrics.STORE_ERRORS.labels(operation).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +21,26 @@ class StoreUnavailableError(ToxiserveError):
     """The shared store cannot be reached and the service is configured to fail closed."""
 
     status, error_code = 503, "STORE_UNAVAILABLE"
+
+
+def fault_cause(exc: BaseException) -> str:
+    """What an operator should read in the log about a store failure: "disk full", "read-only"..."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    code, text = getattr(cause, "errno", None), str(cause).lower()
+    if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in text or "disk full" in text:
+        return "disk full"
+    if code == errno.EROFS or "readonly" in text or "read-only" in text:
+        return "read-only"
+    if code in (errno.EACCES, errno.EPERM) or isinstance(cause, PermissionError):
+        return "permission denied"
+    if code == errno.ENOENT or "unable to open database file" in text:
+        return "file or directory missing"
+    name = type(cause).__name__
+    if "Timeout" in name or isinstance(cause, TimeoutError):
+        return "timed out"
+    if "Connection" in name:  # redis.ConnectionError, ConnectionRefusedError...
+        return "unreachable"
+    return name
 
 
 @dataclass(frozen=True)

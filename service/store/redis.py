@@ -112,7 +112,9 @@ class RedisIdempotency:
         return int(self._release_owner(keys=[self.owners_prefix + owner], args=[owner]))
 
     def ping(self) -> bool:
-        return bool(self.client.ping())
+        """A write, not a PING: a Redis that refuses writes (MISCONF on a full disk, a read-only
+        replica) is not healthy."""
+        return bool(self.client.set(f"{self.prefix}health", "1", ex=60))
 
     def answer(self, key: str) -> str | None:
         found = self.client.get(self.prefix + key)

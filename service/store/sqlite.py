@@ -15,7 +15,7 @@ from pathlib import Path
 from limits.errors import StorageError
 from limits.storage import Storage
 
-from service.store.base import FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
+from service.store.base import FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store, fault_cause
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,16 @@ class SQLiteDatabase:
         self.on_reopen = on_reopen
         self._local = threading.local()
         self._writes = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._created = False
         # A throwaway connection: under preload this runs in the master, and a connection must
         # never be inherited across fork.
-        self._create()
+        try:
+            self._create()
+        except (OSError, sqlite3.Error) as exc:  # serve anyway: the failure mode decides, as for any fault
+            log.error("store file %s cannot be created (%s); will retry on use", path, fault_cause(exc))
 
     def _create(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # again if the directory vanished
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -114,6 +118,7 @@ class SQLiteDatabase:
             _migrate_history(conn)
         finally:
             conn.close()
+        self._created = True
 
     def connect(self) -> sqlite3.Connection:
         local = self._local
@@ -130,6 +135,8 @@ class SQLiteDatabase:
             )
             self.on_reopen()
             conn.close()
+            self._create()
+        elif not self._created:
             self._create()
         # isolation_level=None: autocommit; each statement below is atomic on its own.
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=True)
@@ -289,7 +296,11 @@ class SQLiteIdempotency:
             conn.close()
 
     def ping(self) -> bool:
-        self.db.connect().execute("SELECT count(*) FROM counters WHERE key = ''").fetchone()
+        """A write, not a read: a store that can be read but not written (a read-only directory, a
+        full disk) is not healthy."""
+        with self.db.writing() as conn:
+            conn.execute("INSERT INTO counters (key, value, expires_at) VALUES ('', 0, 0) ON CONFLICT (key) DO NOTHING")
+            conn.execute("UPDATE counters SET expires_at = 0 WHERE key = ''")
         return True
 
     def answer(self, key: str) -> str | None:
@@ -460,7 +471,9 @@ def open_sqlite_store(url: str, namespace: str, on_reopen=lambda: None) -> Store
         feedback=SQLiteFeedback(database, namespace),
         evidence=SQLiteEvidence(database, namespace),
         leases=SQLiteLeases(database, namespace),
-        errors=(sqlite3.Error, StorageError),
+        # OSError too: a lock file in a read-only directory, a full disk, a vanished directory are
+        # store faults (breaker, failure mode, /readyz), never a 500.
+        errors=(sqlite3.Error, StorageError, OSError),
         backend="sqlite",
         is_corruption=is_corruption,
     )

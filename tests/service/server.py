@@ -37,7 +37,10 @@ def procfile_command(process: str = "web") -> list[str]:
 class Server:
     """A gunicorn process; output goes to a file so a chatty server never blocks on a full pipe."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, ready_timeout: float = 20.0) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int = 2, ready_timeout: float = 20.0, argv_prefix: tuple[str, ...] = ()
+    ) -> None:
+        self.argv_prefix = list(argv_prefix)  # e.g. setpriv, to run as another user
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -58,7 +61,7 @@ class Server:
     def start(self) -> Server:
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            procfile_command(),
+            [*self.argv_prefix, *procfile_command()],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=self.log,

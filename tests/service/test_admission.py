@@ -110,7 +110,8 @@ def test_readyz_fails_closed_when_the_store_is_dead(namespace):
     closed = guarded_app(CLOSED_PORT_REDIS, namespace, STORE_FAILURE_MODE="closed").test_client()
     response = closed.get("/readyz")
     assert response.status_code == 503 and response.json["status"] == "store_unavailable"
-    assert response.json["store"] == {"backend": "redis", "healthy": False, "failure_mode": "closed"}
+    store = {"backend": "redis", "healthy": False, "failure_mode": "closed", "cause": "unreachable"}
+    assert response.json["store"] == store
     opened = guarded_app(CLOSED_PORT_REDIS, namespace, STORE_FAILURE_MODE="open").test_client()
     response = opened.get("/readyz")
     assert response.status_code == 200 and response.json["store"]["healthy"] is False
