@@ -244,10 +244,16 @@ class RolloutHistoryEntrySchema(Schema):
     plan = fields.String(metadata={"description": "the plan's id"})
     evidence = fields.Dict(metadata={"description": "the controller's evidence: each guardrail against its bound"})
     controller = fields.String(metadata={"description": "host:pid of the process that decided"})
+    id = fields.Integer(metadata={"description": "the entry's id, increasing; `before` pages by it"})
+    holds = fields.Integer(metadata={"description": "a hold's entry: how many holds of this step it folds"})
+    since = fields.String(metadata={"description": "a hold's entry: when the first of them was"})
 
 
 class RolloutHistorySchema(Schema):
     history = fields.List(fields.Nested(RolloutHistoryEntrySchema), required=True)
+    next_before = fields.Integer(
+        allow_none=True, metadata={"description": "`before` of the next page; null at the end"}
+    )
 
 
 class RolloutGuardrailsSchema(Schema):

@@ -267,7 +267,30 @@ def _admin_paths(spec) -> None:
     )
     spec.path(
         "/admin/rollout/history",
-        operations={"get": operation("Every change, newest first", "RolloutHistory", ADMIN_READ)},
+        operations={
+            "get": {
+                **operation(
+                    "Every change, newest first; a controller's holds fold into one entry per step",
+                    "RolloutHistory",
+                    (*ADMIN_READ, UnprocessableError),
+                ),
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+                    },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "required": False,
+                        "description": "page back: entries older than the one with this id (`next_before`)",
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                ],
+            }
+        },
     )
     spec.path(
         "/admin/rollout/shadow",

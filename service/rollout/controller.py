@@ -160,7 +160,7 @@ class RolloutController:
         if decision.action == plans.HOLD:
             at = datetime.now(UTC).isoformat(timespec="milliseconds")
             entry = {"revision": state.revision, "at": at, "by": "controller", "change": {}}
-            self.rollout.record({**entry, "reason": decision.reason, **extra})
+            self.rollout.record_hold({**entry, "reason": decision.reason, **extra})
         else:
             self._write(state, plan, decision, extra)
         # Counted and logged once written: a decision that lost a compare-and-set was never made.

@@ -364,9 +364,9 @@ class Rollout:
         self.adopt(proposed)
         return proposed
 
-    def record(self, entry: dict) -> None:
-        """A history entry that changes nothing (a controller's hold)."""
-        self.call_store("rollout_write", self.backend.append, entry, strict=True)
+    def record_hold(self, entry: dict) -> None:
+        """A controller's hold: it changes nothing, so a step's holds fold into one entry."""
+        self.call_store("rollout_write", self.backend.record_hold, entry, strict=True)
 
-    def history(self, limit: int = HISTORY_LIMIT) -> list[dict]:
-        return self.call_store("rollout_history", self.backend.history, limit, strict=True)
+    def history(self, limit: int = HISTORY_LIMIT, before: int | None = None) -> list[dict]:
+        return self.call_store("rollout_history", self.backend.history, limit, before, strict=True)

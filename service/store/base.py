@@ -100,11 +100,25 @@ class RolloutBackend(Protocol):
         """Compare-and-set: store `state` and append `entry` to the history, atomically, only if the
         stored revision is `expected_revision` (0: nothing stored yet). False on a conflict."""
 
-    def history(self, limit: int) -> list[dict]:
-        """The newest `limit` history entries, newest first."""
+    def history(self, limit: int, before: int | None = None) -> list[dict]:
+        """The newest `limit` history entries (older than the entry with id `before`), newest first,
+        each with its `id`."""
 
-    def append(self, entry: dict) -> None:
-        """Add an entry that changes nothing (a controller's hold decision) to the history."""
+    def record_hold(self, entry: dict) -> None:
+        """A controller's hold, which changes nothing: folded into the newest entry when that is a
+        hold of the same plan at the same revision (`folded_hold`), else appended."""
+
+
+def folded_hold(newest: dict | None, hold: dict) -> dict | None:
+    """`hold` folded into `newest` when both are holds of one plan at one revision: the latest
+    reason and evidence, how many holds (`holds`) and since when (`since`). None: append it."""
+    same_step = newest is not None and newest.get("decision") == "hold" == hold.get("decision")
+    if not same_step or (newest.get("plan"), newest.get("revision")) != (hold.get("plan"), hold.get("revision")):
+        return None
+    folded = {**hold, "holds": newest.get("holds", 1) + 1, "since": newest.get("since", newest["at"])}
+    if "id" in newest:
+        folded["id"] = newest["id"]
+    return folded
 
 
 class EvidenceBackend(Protocol):
@@ -131,7 +145,7 @@ class LeaseBackend(Protocol):
         """Give the lease up, if `owner` holds it (a process stopping), so another takes over at once."""
 
 
-HISTORY_KEEP = 10_000  # newest rollout history entries kept: a plan appends a hold every interval
+HISTORY_KEEP = 10_000  # newest rollout history entries kept (a plan's holds fold into one per step)
 EVIDENCE_TTL = 30 * 86400  # seconds a revision's tallies are kept (Redis); plans are much shorter
 
 

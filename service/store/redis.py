@@ -9,7 +9,15 @@ import redis
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
-from service.store.base import EVIDENCE_TTL, FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store
+from service.store.base import (
+    EVIDENCE_TTL,
+    FEEDBACK_PREFIX,
+    HISTORY_KEEP,
+    IDEMPOTENCY_PREFIX,
+    Claim,
+    Store,
+    folded_hold,
+)
 
 # Take the id if free and file it under its owner (a process), or return what holds it: one round
 # trip either way. The owner's set lets the gunicorn master free a dead worker's claims at once.
@@ -146,24 +154,49 @@ class RedisFeedback:
         return {cell.decode(): int(n) for cell, n in self.client.hgetall(self.counts_prefix + version).items()}
 
 
-# Compare-and-set of the rollout state and its history entry, in one round trip.
-_ROLLOUT_WRITE = """
+# Compare-and-set of the rollout state and its history entry, in one round trip. Each entry gets
+# the next id of KEYS[3] (`"id":` is spliced into its JSON, which Python wrote as an object).
+_NEW_ENTRY = """
+local function push(entry)
+  local id = redis.call('INCR', KEYS[3])
+  redis.call('LPUSH', KEYS[2], '{"id": ' .. id .. ', ' .. string.sub(entry, 2))
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+end
+"""
+_ROLLOUT_WRITE = (
+    _NEW_ENTRY
+    + """
 local current = redis.call('GET', KEYS[1])
 local revision = 0
 if current then revision = cjson.decode(current)['revision'] end
 if revision ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('LPUSH', KEYS[2], ARGV[3])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+push(ARGV[3])
 return 1
 """
+)
+# A hold: ARGV[2] replaces the newest entry (keeping its id) when Python folded it into that one
+# (ARGV[1] is the newest entry's JSON that it read, so a concurrent write makes it append instead).
+_RECORD_HOLD = (
+    _NEW_ENTRY
+    + """
+local newest = redis.call('LINDEX', KEYS[2], 0)
+if ARGV[2] ~= '' and newest == ARGV[1] then
+  redis.call('LSET', KEYS[2], 0, ARGV[2])
+else
+  push(ARGV[3])
+end
+return 1
+"""
+)
 
 
 class RedisRollout:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
-        self.keys = [f"{namespace}:rollout", f"{namespace}:rollout:history"]
+        self.keys = [f"{namespace}:rollout", f"{namespace}:rollout:history", f"{namespace}:rollout:history-id"]
         self._write = client.register_script(_ROLLOUT_WRITE)
+        self._record_hold = client.register_script(_RECORD_HOLD)
 
     def read(self) -> dict | None:
         found = self.client.get(self.keys[0])
@@ -173,14 +206,25 @@ class RedisRollout:
         args = [expected_revision, json.dumps(state), json.dumps(entry), HISTORY_KEEP]
         return bool(self._write(keys=self.keys, args=args))
 
-    def append(self, entry: dict) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lpush(self.keys[1], json.dumps(entry))
-        pipe.ltrim(self.keys[1], 0, HISTORY_KEEP - 1)
-        pipe.execute()
+    def record_hold(self, entry: dict) -> None:
+        newest = self.client.lindex(self.keys[1], 0)
+        folded = folded_hold(json.loads(newest) if newest else None, entry)
+        args = [newest or "", json.dumps(folded) if folded else "", json.dumps(entry), HISTORY_KEEP]
+        self._record_hold(keys=self.keys, args=args)
 
-    def history(self, limit: int) -> list[dict]:
-        return [json.loads(entry) for entry in self.client.lrange(self.keys[1], 0, limit - 1)]
+    def history(self, limit: int, before: int | None = None) -> list[dict]:
+        """Newest first; `before` pages back by id, reading the list in chunks until it has `limit`."""
+        found, start, chunk = [], 0, max(limit, 200)
+        while len(found) < limit:
+            entries = self.client.lrange(self.keys[1], start, start + chunk - 1)
+            if not entries:
+                break
+            for raw in entries:
+                entry = json.loads(raw)
+                if before is None or entry.get("id", 0) < before:
+                    found.append(entry)
+            start += chunk
+        return found[:limit]
 
 
 class RedisEvidence:

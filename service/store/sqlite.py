@@ -15,7 +15,15 @@ from pathlib import Path
 from limits.errors import StorageError
 from limits.storage import Storage
 
-from service.store.base import FEEDBACK_PREFIX, HISTORY_KEEP, IDEMPOTENCY_PREFIX, Claim, Store, fault_cause
+from service.store.base import (
+    FEEDBACK_PREFIX,
+    HISTORY_KEEP,
+    IDEMPOTENCY_PREFIX,
+    Claim,
+    Store,
+    fault_cause,
+    folded_hold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -377,9 +385,24 @@ class SQLiteRollout:
                 conn.execute("ROLLBACK")
                 raise
 
-    def append(self, entry: dict) -> None:
+    def record_hold(self, entry: dict) -> None:
         with self.db.writing() as conn:
-            self._append(conn, entry)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT id, entry FROM rollout_events WHERE namespace = ? ORDER BY id DESC LIMIT 1",
+                    (self.namespace,),
+                ).fetchone()
+                folded = folded_hold(json.loads(row[1]) if row else None, entry)
+                if folded is None:
+                    self._append(conn, entry)
+                else:
+                    folded.pop("id", None)  # the row id is the entry's id
+                    conn.execute("UPDATE rollout_events SET entry = ? WHERE id = ?", (json.dumps(folded), row[0]))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def _append(self, conn: sqlite3.Connection, entry: dict) -> None:
         """Add a history entry and drop those beyond the newest HISTORY_KEEP."""
@@ -390,11 +413,12 @@ class SQLiteRollout:
             "DELETE FROM rollout_events WHERE namespace = ? AND id <= ?", (self.namespace, added - HISTORY_KEEP)
         )
 
-    def history(self, limit: int) -> list[dict]:
+    def history(self, limit: int, before: int | None = None) -> list[dict]:
         rows = self.db.connect().execute(
-            "SELECT entry FROM rollout_events WHERE namespace = ? ORDER BY id DESC LIMIT ?", (self.namespace, limit)
+            "SELECT id, entry FROM rollout_events WHERE namespace = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (self.namespace, before if before is not None else 1 << 62, limit),
         )
-        return [json.loads(entry) for (entry,) in rows]
+        return [{**json.loads(entry), "id": row_id} for row_id, entry in rows]
 
 
 class SQLiteEvidence:

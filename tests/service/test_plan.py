@@ -170,9 +170,9 @@ def test_an_old_history_table_is_moved_in_order(tmp_path):
                 "INSERT INTO rollout_history VALUES ('toxiserve', ?, ?)", (revision, json.dumps({"r": revision}))
             )
     store = open_store(f"sqlite:///{path}", "toxiserve")
-    assert store.rollout.history(10) == [{"r": 2}, {"r": 1}]
-    store.rollout.append({"r": "hold"})
-    assert store.rollout.history(10)[0] == {"r": "hold"}
+    assert [{"r": e["r"]} for e in store.rollout.history(10)] == [{"r": 2}, {"r": 1}]
+    store.rollout.record_hold({"r": "hold"})
+    assert store.rollout.history(10)[0]["r"] == "hold"
 
 
 def test_a_pickle_that_cannot_load_is_refused_not_a_500(namespace, models):
@@ -198,7 +198,7 @@ def test_a_pickle_that_cannot_load_is_refused_not_a_500(namespace, models):
 
 
 def test_the_history_keeps_its_newest_entries(store_url, namespace, monkeypatch):
-    """A plan appends a hold every interval: the history is bounded (HISTORY_KEEP), newest kept."""
+    """The history is bounded (HISTORY_KEEP), newest kept; a step's holds fold into one entry."""
     from service.store import redis as redis_store
     from service.store import sqlite as sqlite_store
 
@@ -206,7 +206,23 @@ def test_the_history_keeps_its_newest_entries(store_url, namespace, monkeypatch)
         monkeypatch.setattr(module, "HISTORY_KEEP", 3)
     rollout = open_store(store_url, namespace).rollout
     assert rollout.write(0, {"revision": 1}, {"n": 0})
-    for n in range(1, 5):
-        rollout.append({"n": n})
+    for n in range(1, 5):  # holds of four different plans: nothing to fold
+        rollout.record_hold({"n": n, "decision": "hold", "plan": f"p{n}", "revision": 1, "at": f"t{n}"})
     assert rollout.write(1, {"revision": 2}, {"n": 5})
-    assert rollout.history(10) == [{"n": 5}, {"n": 4}, {"n": 3}]
+    assert [e["n"] for e in rollout.history(10)] == [5, 4, 3]
+
+
+def test_a_steps_holds_fold_into_one_entry_and_the_history_pages(store_url, namespace):
+    rollout = open_store(store_url, namespace).rollout
+    assert rollout.write(0, {"revision": 1}, {"by": "ops", "reason": "by hand"})
+    hold = {"decision": "hold", "plan": "p1", "revision": 1, "by": "controller"}
+    for n in range(500):  # 50 s of holds at interval_seconds 0.1: once, 500 entries pushed out the rest
+        rollout.record_hold({**hold, "at": f"t{n:03d}", "reason": f"waiting {n}"})
+    rollout.record_hold({**hold, "revision": 2, "at": "t500", "reason": "next step"})
+    newest, folded, by_hand = rollout.history(10)
+    assert (newest["reason"], newest.get("holds", 1)) == ("next step", 1)
+    assert (folded["reason"], folded["holds"], folded["since"], folded["at"]) == ("waiting 499", 500, "t000", "t499")
+    assert by_hand["by"] == "ops"  # the admin change is still there
+    assert newest["id"] > folded["id"] > by_hand["id"]
+    assert rollout.history(1) == [newest] and rollout.history(1, before=newest["id"]) == [folded]
+    assert rollout.history(5, before=folded["id"]) == [by_hand] and rollout.history(5, before=by_hand["id"]) == []

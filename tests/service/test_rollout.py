@@ -14,7 +14,7 @@ from shared_features import resolve_params
 from shared_features.dataset import read_labeled
 from shared_features.training import train_model
 
-from .conftest import AUTH, make_app, post
+from .conftest import AUTH, isolated_store, make_app, post
 from .server import REPO_ROOT
 from .test_canary import binomial_bounds
 
@@ -185,7 +185,9 @@ def test_promote_rollback_and_history(pair):
         "by": "ops",
         "change": {"stable": "v2", "canary": "v1", "canary_percent": 0.0},
         "reason": "v2 is better",
+        "id": history[2]["id"],
     }
+    assert [entry["id"] for entry in history] == sorted((entry["id"] for entry in history), reverse=True)
     nothing = first.post("/admin/rollout/promote", headers=ADMIN)
     assert nothing.status_code == 200  # v1 (canary, 0 %) becomes stable again: promote is symmetric
     first.put("/admin/rollout", json={"canary": "v1"}, headers=ADMIN)
@@ -244,3 +246,21 @@ def test_a_host_that_cannot_load_a_named_version_keeps_serving_and_counts_it(sto
     )
     answers = routed(without_v3, 20, "old")
     assert {r.status_code for r in answers} == {200} and {r.headers["X-Rollout-Revision"] for r in answers} == {"1"}
+
+
+def test_the_history_api_pages_by_id():
+    client = admin_app(isolated_store()).test_client()
+    for percent in (10, 20, 30, 40):
+        assert client.put("/admin/rollout", json={"canary_percent": percent}, headers=ADMIN).status_code == 200
+    pages, before = [], None
+    while True:
+        query = "limit=2" + (f"&before={before}" if before else "")
+        page = client.get(f"/admin/rollout/history?{query}", headers=ADMIN).json
+        pages.append([entry["revision"] for entry in page["history"]])
+        before = page["next_before"]
+        if before is None:
+            break
+    assert pages == [[5, 4], [3, 2], [1]]
+    for bad in ("limit=0", "limit=1001", "limit=x", "before=-1", "before=1.5", "limit=%D9%A3"):
+        answer = client.get(f"/admin/rollout/history?{bad}", headers=ADMIN)
+        assert answer.status_code == 422 and answer.json["error_code"] == "UNPROCESSABLE", bad

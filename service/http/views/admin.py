@@ -22,7 +22,8 @@ from service.errors import ForbiddenError, UnauthorizedError
 from service.http.views.common import client_address, load_body, state
 from service.rollout.plan import after_manual_change
 from service.rollout.shadow import summary
-from service.rollout.state import InvalidRolloutError
+from service.rollout.state import HISTORY_LIMIT, InvalidRolloutError
+from shared_features.errors import UnprocessableError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 _change_schema, _action_schema, _plan_schema = RolloutChangeSchema(), RolloutActionSchema(), RolloutPlanRequestSchema()
@@ -134,4 +135,18 @@ def abort_plan():
 
 @bp.get("/rollout/history")
 def history():
-    return jsonify(history=state().rollout.history())
+    """Newest first, a page at a time: `limit` entries (1-1000, default 1000) older than the entry
+    whose id is `before`; `next_before` is the cursor of the next page (null at the end)."""
+    limit, before = _query_int("limit", 1, HISTORY_LIMIT, HISTORY_LIMIT), _query_int("before", 1, 1 << 62, None)
+    entries = state().rollout.history(limit, before)
+    next_before = entries[-1].get("id") if len(entries) == limit else None
+    return jsonify(history=entries, next_before=next_before)
+
+
+def _query_int(name: str, low: int, high: int, default: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise UnprocessableError(f"{name} must be an integer from {low} to {high}", details={name: [raw[:40]]})
+    return int(raw)
