@@ -125,6 +125,11 @@ class QueueTimedThreadWorker(ThreadWorker):
     # -- connections in, requests to threads -------------------------------------------------------
 
     def accept(self, listener) -> None:
+        # A readiness event for the listener can still be in the batch the poller returned when a
+        # stop closed this worker's copy of it (set_accept_enabled below): gunicorn's socket wrapper
+        # then holds None, and accepting raised AttributeError, exiting the worker with 255.
+        if getattr(listener, "sock", listener) is None:
+            return
         self.last_accept = time.monotonic()
         try:
             client, address = listener.accept()
