@@ -72,7 +72,8 @@ def _history_table(entries: list[dict]) -> str:
     for entry in entries:
         change = ", ".join(f"{name}={value}" for name, value in sorted(entry["change"].items()))
         if entry.get("decision"):  # a plan's entry: what the controller (or operator) decided
-            change = f"[{entry['decision']}] {change}".strip()
+            decided = entry["decision"] + (f" x{entry['holds']}" if entry.get("holds", 1) > 1 else "")
+            change = f"[{decided}] {change}".strip()
         lines.append(f"{entry['revision']:>8}  {entry['at']:<29}  {entry['by']:<10}  {change:<40}  {entry['reason']}")
     return "\n".join(lines)
 
@@ -202,7 +203,8 @@ def _plan_table(plan: dict) -> str:
     for check in plan.get("evaluation") or []:
         relation = ">= " if check["guardrail"] in ("feedback_f1", "shadow_agreement") else "<= "
         bound = "" if check["bound"] is None else relation + _value(check["bound"])
-        lines.append(f"{check['guardrail']:<18}{check['status']:<14}{_value(check['value']):>10}  {bound}")
+        value = "carried" if check.get("carried") else _value(check["value"])
+        lines.append(f"{check['guardrail']:<18}{check['status']:<14}{value:>10}  {bound}")
     return "\n".join(lines)
 
 
