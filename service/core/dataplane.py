@@ -137,13 +137,13 @@ class DataPlane:
                         predictions = service.inference.predict_batch(texts, chosen, deadline, per_item)
                 except Exception as exc:
                     if version is None and arm_fault(exc):
-                        service.evidence.failed(call.rollout_revision, call.arm)
+                        service.evidence.failed(call.rollout_revision, call.arm, call.key_id)
                     raise
                 if version is None:
                     # Evidence for the rollout controller: this arm's latency so far and its scores.
                     seconds = time.perf_counter() - call.started
                     scores = [p.score for p in predictions if isinstance(p, Prediction)]
-                    service.evidence.answered(call.rollout_revision, call.arm, seconds, scores)
+                    service.evidence.answered(call.rollout_revision, call.arm, seconds, scores, call.key_id)
                     if len(scores) == len(texts):
                         self._shadow(call, chosen, texts, predictions)
                 return shape(predictions, chosen, call.request_id)

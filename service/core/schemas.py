@@ -265,6 +265,11 @@ class RolloutGuardrailsSchema(Schema):
     min_feedback = ExactInteger(allow_none=True, validate=validate.Range(min=1, max=10_000_000))
     max_f1_drop = ExactNumber(validate=validate.Range(min=0, max=1))
     min_shadow_agreement = ExactNumber(allow_none=True, validate=validate.Range(min=0, max=1))
+    max_key_share = ExactNumber(
+        allow_none=True,
+        validate=validate.Range(min=0, max=1, min_inclusive=False),
+        metadata={"description": "no API key's requests count for more than this share of an arm's evidence"},
+    )
 
 
 class RolloutPlanRequestSchema(Schema):

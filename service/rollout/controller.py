@@ -127,9 +127,10 @@ class RolloutController:
             canary_tallies if windows["stable"] == windows["canary"] else self.evidence.window(*windows["stable"])
         )
         first, last = windows["feedback"]
+        share = plan["guardrails"].get("max_key_share", guardrails.DEFAULTS["max_key_share"])
         return plans.Evidence(
-            canary=ArmEvidence.of(canary_tallies, "canary"),
-            stable=ArmEvidence.of(stable_tallies, "stable"),
+            canary=ArmEvidence.of(canary_tallies, "canary", share),
+            stable=ArmEvidence.of(stable_tallies, "stable", share),
             shadow_compared=canary_tallies.get("shadow|compared", 0),
             shadow_agreed=canary_tallies.get("shadow|agreed", 0),
             shadowing=bool(state.shadow) and state.shadow_percent > 0,

@@ -7,8 +7,8 @@ once per poll (one transaction or round trip), so the request path pays a dict u
 lock, never a store call, and a controller on any host reads every host's traffic. A flush that
 fails is kept and added to the next one: a store outage delays evidence, it does not lose it.
 
-Tallies are keyed `"<arm>|<field>"`: `answered`, `errors`, `latency:<bucket>` (per text),
-`score:<bin>`, and
+Tallies are keyed `"<key id>/<arm>|<field>"`, per API key so that no key's traffic can stand for
+everyone's (`key_weights`): `answered`, `errors`, `latency:<bucket>` (per text), `score:<bin>`; and
 `shadow|compared`, `shadow|agreed`. A step's window is the revisions it spans.
 """
 
@@ -75,32 +75,63 @@ def count_above(buckets: list[int], seconds: float) -> float:
     return above
 
 
+def key_weights(requests: dict[str, float], max_share: float | None) -> dict[str, float]:
+    """The weight of each API key's evidence on an arm: 1, or less for a key that sent more than
+    `max_share` of the arm's requests, so that, weighted, it holds at most that share of them.
+    One key alone is all the traffic there is, and keeps its weight (so does everyone, with no cap).
+
+    The cap level L solves L = max_share x sum(min(n_k, L)): the largest key is cut down first;
+    with two keys and a share of 0.5, a flood counts as much as the other key's traffic."""
+    if max_share is None or max_share >= 1 or len(requests) < 2:
+        return dict.fromkeys(requests, 1.0)
+    level = max_share * sum(requests.values())
+    for _ in range(200):  # converges geometrically from above; 200 steps is far past float precision
+        level_next = max_share * sum(min(n, level) for n in requests.values())
+        if abs(level_next - level) <= 1e-9 * max(level, 1.0):
+            break
+        level = level_next
+    return {key: (1.0 if n <= level else level / n) for key, n in requests.items()}
+
+
 @dataclass(frozen=True)
 class ArmEvidence:
-    """One arm's tallies over a window of revisions."""
+    """One arm's tallies over a window of revisions, each key's weighted by `key_weights`."""
 
-    answered: int
-    errors: int
-    latency: list[int]
-    scores: list[int]
+    answered: float
+    errors: float
+    latency: list[float]
+    scores: list[float]
+    keys: int = 0  # API keys whose traffic this arm answered
+    capped_keys: int = 0  # of them, how many sent more than the cap allows and count for less
 
     @property
-    def requests(self) -> int:
+    def requests(self) -> float:
         return self.answered + self.errors
 
     @classmethod
-    def of(cls, tallies: dict[str, int], arm: str) -> ArmEvidence:
-        latency, scores = [0] * LATENCY_BUCKETS, [0] * SCORE_BINS
-        prefix = f"{arm}|"
+    def of(cls, tallies: dict[str, int], arm: str, max_key_share: float | None = None) -> ArmEvidence:
+        per_key: dict[str, dict[str, int]] = defaultdict(dict)
         for name, n in tallies.items():
-            if not name.startswith(prefix):
-                continue
-            field = name[len(prefix) :]
-            if field.startswith("latency:"):
-                latency[min(int(field[8:]), LATENCY_BUCKETS - 1)] += n
-            elif field.startswith("score:"):
-                scores[min(int(field[6:]), SCORE_BINS - 1)] += n
-        return cls(tallies.get(f"{arm}|answered", 0), tallies.get(f"{arm}|errors", 0), latency, scores)
+            key, slash, rest = name.rpartition("/") if "/" in name else ("", "", name)
+            if rest.startswith(f"{arm}|"):
+                per_key[key][rest[len(arm) + 1 :]] = n
+        requests = {key: fields.get("answered", 0) + fields.get("errors", 0) for key, fields in per_key.items()}
+        weights = key_weights(requests, max_key_share)
+        answered = errors = 0.0
+        latency, scores = [0.0] * LATENCY_BUCKETS, [0.0] * SCORE_BINS
+        for key, fields in per_key.items():
+            weight = weights[key]
+            for field, n in fields.items():
+                if field == "answered":
+                    answered += weight * n
+                elif field == "errors":
+                    errors += weight * n
+                elif field.startswith("latency:"):
+                    latency[min(int(field[8:]), LATENCY_BUCKETS - 1)] += weight * n
+                elif field.startswith("score:"):
+                    scores[min(int(field[6:]), SCORE_BINS - 1)] += weight * n
+        capped = sum(1 for weight in weights.values() if weight < 1)
+        return cls(answered, errors, latency, scores, len(per_key), capped)
 
 
 ARMS = ("stable", "canary")
@@ -139,25 +170,25 @@ class EvidenceRecorder:
             tally = self._pending[revision] = defaultdict(int)
         return tally
 
-    def answered(self, revision: int, arm: str, seconds: float, scores: list[float]) -> None:
+    def answered(self, revision: int, arm: str, seconds: float, scores: list[float], key_id: str = "") -> None:
         """A routed request answered: its latency (request start to answer) and its scores.
 
         Latency is tallied per text: a batch of N texts is N samples of seconds / N. So one client's
         batches neither stand for one slow answer nor outweigh everyone else's single texts."""
-        keys = _KEYS[arm]
+        keys, prefix = _KEYS[arm], f"{key_id}/"
         texts = max(1, len(scores))
         bucket = latency_bucket(seconds / texts)
         with self._lock:
             tally = self._tally(revision)
-            tally[keys["answered"]] += 1
-            tally[keys["latency"][bucket]] += texts
+            tally[prefix + keys["answered"]] += 1
+            tally[prefix + keys["latency"][bucket]] += texts
             for score in scores:
-                tally[keys["score"][score_bin(score)]] += 1
+                tally[prefix + keys["score"][score_bin(score)]] += 1
 
-    def failed(self, revision: int, arm: str) -> None:
+    def failed(self, revision: int, arm: str, key_id: str = "") -> None:
         """A routed request that got a server error after routing (the arm's fault, not the client's)."""
         with self._lock:
-            self._tally(revision)[_KEYS[arm]["errors"]] += 1
+            self._tally(revision)[f"{key_id}/" + _KEYS[arm]["errors"]] += 1
 
     def shadowed(self, revision: int, compared: int, agreed: int) -> None:
         with self._lock:

@@ -41,6 +41,8 @@ DEFAULTS = {
     "min_feedback": None,
     "max_f1_drop": 0.05,
     "min_shadow_agreement": 0.85,
+    # No API key's requests count for more than half of an arm's evidence (evidence.key_weights).
+    "max_key_share": 0.5,
 }
 PSI_SMOOTHING = 0.5
 LATENCY_QUANTILE = 0.95

@@ -202,7 +202,7 @@ def evaluate(plan: dict, evidence: Evidence, now: float | None = None) -> Decisi
 
     def decide(action: str, reason: str) -> Decision:
         percent = plan["steps"][step]
-        return Decision(action, reason, checked, step, percent, elapsed, evidence.canary.requests)
+        return Decision(action, reason, checked, step, percent, elapsed, round(evidence.canary.requests))
 
     failed = [r for r in checked if r["status"] == guardrails.FAIL]
     if failed:
@@ -211,7 +211,7 @@ def evaluate(plan: dict, evidence: Evidence, now: float | None = None) -> Decisi
     if elapsed < plan["step_seconds"]:
         waiting.append(f"step_seconds ({elapsed:.1f} of {plan['step_seconds']:g} s)")
     if evidence.canary.requests < plan["min_requests"]:
-        waiting.append(f"min_requests ({evidence.canary.requests} of {plan['min_requests']} canary requests)")
+        waiting.append(f"min_requests ({evidence.canary.requests:.0f} of {plan['min_requests']} canary requests)")
     short = [r["guardrail"] for r in checked if r["status"] == guardrails.INSUFFICIENT]
     if short:
         waiting.append("evidence for " + ", ".join(short))
@@ -221,7 +221,7 @@ def evaluate(plan: dict, evidence: Evidence, now: float | None = None) -> Decisi
             for r in checked
             if r["status"] == guardrails.PASS
         )
-        numbers = f" ({passed}; {evidence.canary.requests} canary requests)"
+        numbers = f" ({passed}; {evidence.canary.requests:.0f} canary requests)"
         if step == len(plan["steps"]) - 1:
             return decide(PROMOTE, f"every guardrail passed at each of {len(plan['steps'])} steps" + numbers)
         return decide(ADVANCE, f"every guardrail passed at {plan['steps'][step]:g} %" + numbers)

@@ -163,3 +163,41 @@ def test_a_batch_is_as_many_latency_samples_as_texts():
     assert quantile(canary.latency, 0.95) < 0.0013  # 1 ms per text, not one 300 ms sample
     stable = arm([0.001] * 301)
     assert guardrails.latency(canary, stable, 2.0, 100)["status"] == "pass"
+
+
+def test_no_key_counts_for_more_than_its_share_of_an_arms_evidence():
+    from service.rollout.evidence import key_weights
+
+    assert key_weights({"alone": 900}, 0.5) == {"alone": 1.0}  # one key is all the traffic there is
+    flood = key_weights({"flood": 900, "honest": 100}, 0.5)
+    assert flood["honest"] == 1.0 and flood["flood"] * 900 == pytest.approx(100)  # weighted, half each
+    three = key_weights({"a": 1000, "b": 100, "c": 100}, 0.5)
+    assert three["a"] * 1000 == pytest.approx(200) and three["b"] == three["c"] == 1.0
+    assert key_weights({"a": 60, "b": 40}, 0.5)["a"] * 60 == pytest.approx(40)
+    assert key_weights({"a": 60, "b": 40}, None) == {"a": 1.0, "b": 1.0}
+
+
+def test_a_flooding_key_counts_for_no_more_than_the_others_together():
+    from service.rollout.evidence import ArmEvidence
+
+    def tallies(arm, key, score_bin, n):
+        return {f"{key}/{arm}|answered": n, f"{key}/{arm}|score:{score_bin}": n}
+
+    # One client floods both arms (keyed routing splits it) with 5,000 texts on which the two
+    # versions disagree; three honest clients send 300 each, scored alike by both.
+    honest = {arm: {} for arm in ("canary", "stable")}
+    for arm in honest:
+        for key in ("a", "b", "c"):
+            honest[arm] |= {f"{key}/{arm}|answered": 300, **{f"{key}/{arm}|score:{i}": 30 for i in range(10)}}
+    canary_side = honest["canary"] | tallies("canary", "flood", 0, 5000)
+    stable_side = honest["stable"] | tallies("stable", "flood", 9, 5000)
+
+    def psi(share):
+        canary, stable = ArmEvidence.of(canary_side, "canary", share), ArmEvidence.of(stable_side, "stable", share)
+        return guardrails.score_drift(canary, stable, 1.5, 100), canary
+
+    uncapped, _ = psi(None)
+    capped, canary = psi(0.5)
+    assert uncapped["status"] == "fail" and uncapped["value"] > 2 * capped["value"]  # 6.8 against 2.4
+    assert canary.capped_keys == 1 and canary.keys == 4
+    assert canary.requests == pytest.approx(900 * 2)  # the flood weighs as much as the others together

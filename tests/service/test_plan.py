@@ -157,7 +157,7 @@ def test_a_dead_store_refuses_plans_and_keeps_the_evidence(mode):
         assert refused.status_code == 503 and refused.json["error_code"] == "STORE_UNAVAILABLE"
     service = client.application.extensions["toxiserve"]
     service.evidence.answered(1, "canary", 0.002, [0.3])
-    assert service.evidence.flush() is False and service.evidence._pending[1]["canary|answered"] == 1
+    assert service.evidence.flush() is False and service.evidence._pending[1]["/canary|answered"] == 1
     service.controller.tick()  # nothing to decide on, and no exception
 
 
