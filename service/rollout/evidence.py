@@ -75,22 +75,20 @@ def count_above(buckets: list[int], seconds: float) -> float:
     return above
 
 
-def key_weights(requests: dict[str, float], max_share: float | None) -> dict[str, float]:
-    """The weight of each API key's evidence on an arm: 1, or less for a key that sent more than
-    `max_share` of the arm's requests, so that, weighted, it holds at most that share of them.
-    One key alone is all the traffic there is, and keeps its weight (so does everyone, with no cap).
-
-    The cap level L solves L = max_share x sum(min(n_k, L)): the largest key is cut down first;
-    with two keys and a share of 0.5, a flood counts as much as the other key's traffic."""
-    if max_share is None or max_share >= 1 or len(requests) < 2:
-        return dict.fromkeys(requests, 1.0)
-    level = max_share * sum(requests.values())
-    for _ in range(200):  # converges geometrically from above; 200 steps is far past float precision
-        level_next = max_share * sum(min(n, level) for n in requests.values())
-        if abs(level_next - level) <= 1e-9 * max(level, 1.0):
-            break
-        level = level_next
-    return {key: (1.0 if n <= level else level / n) for key, n in requests.items()}
+def key_weights(counts: dict[str, float], max_share: float | None) -> dict[str, float]:
+    """The weight of each API key's evidence on an arm: 1, or less for a key whose count is more
+    than `max_share` against everyone else's, so that it counts for at most
+    max_share / (1 - max_share) times the other keys' counts together (at 0.5: as much as all of
+    them). A key alone is all the traffic there is, and keeps its weight (so does everyone, with no
+    cap); keys with nothing counted do not shrink anyone."""
+    present = {key: n for key, n in counts.items() if n > 0}
+    if max_share is None or max_share >= 1 or len(present) < 2:
+        return dict.fromkeys(counts, 1.0)
+    total, ratio = sum(present.values()), max_share / (1 - max_share)
+    weights = dict.fromkeys(counts, 1.0)
+    for key, n in present.items():
+        weights[key] = min(1.0, ratio * (total - n) / n)
+    return weights
 
 
 @dataclass(frozen=True)
@@ -115,22 +113,24 @@ class ArmEvidence:
             key, slash, rest = name.rpartition("/") if "/" in name else ("", "", name)
             if rest.startswith(f"{arm}|"):
                 per_key[key][rest[len(arm) + 1 :]] = n
+        # Each count is capped in its own unit: requests for answers and errors, texts for latency
+        # and scores (one batch of 300 texts is one request but 300 samples).
         requests = {key: fields.get("answered", 0) + fields.get("errors", 0) for key, fields in per_key.items()}
-        weights = key_weights(requests, max_key_share)
+        texts = {key: sum(n for f, n in fields.items() if f.startswith("latency:")) for key, fields in per_key.items()}
+        by_request, by_text = key_weights(requests, max_key_share), key_weights(texts, max_key_share)
         answered = errors = 0.0
         latency, scores = [0.0] * LATENCY_BUCKETS, [0.0] * SCORE_BINS
         for key, fields in per_key.items():
-            weight = weights[key]
             for field, n in fields.items():
                 if field == "answered":
-                    answered += weight * n
+                    answered += by_request[key] * n
                 elif field == "errors":
-                    errors += weight * n
+                    errors += by_request[key] * n
                 elif field.startswith("latency:"):
-                    latency[min(int(field[8:]), LATENCY_BUCKETS - 1)] += weight * n
+                    latency[min(int(field[8:]), LATENCY_BUCKETS - 1)] += by_text[key] * n
                 elif field.startswith("score:"):
-                    scores[min(int(field[6:]), SCORE_BINS - 1)] += weight * n
-        capped = sum(1 for weight in weights.values() if weight < 1)
+                    scores[min(int(field[6:]), SCORE_BINS - 1)] += by_text[key] * n
+        capped = sum(1 for key in per_key if by_request[key] < 1 or by_text[key] < 1)
         return cls(answered, errors, latency, scores, len(per_key), capped)
 
 

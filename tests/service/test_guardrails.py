@@ -180,15 +180,16 @@ def test_no_key_counts_for_more_than_its_share_of_an_arms_evidence():
 def test_a_flooding_key_counts_for_no_more_than_the_others_together():
     from service.rollout.evidence import ArmEvidence
 
-    def tallies(arm, key, score_bin, n):
-        return {f"{key}/{arm}|answered": n, f"{key}/{arm}|score:{score_bin}": n}
+    def tallies(arm, key, score_bin, n):  # n one-text requests, each a latency sample and a score
+        return {f"{key}/{arm}|answered": n, f"{key}/{arm}|latency:10": n, f"{key}/{arm}|score:{score_bin}": n}
 
     # One client floods both arms (keyed routing splits it) with 5,000 texts on which the two
     # versions disagree; three honest clients send 300 each, scored alike by both.
     honest = {arm: {} for arm in ("canary", "stable")}
     for arm in honest:
         for key in ("a", "b", "c"):
-            honest[arm] |= {f"{key}/{arm}|answered": 300, **{f"{key}/{arm}|score:{i}": 30 for i in range(10)}}
+            honest[arm] |= {f"{key}/{arm}|answered": 300, f"{key}/{arm}|latency:10": 300}
+            honest[arm] |= {f"{key}/{arm}|score:{i}": 30 for i in range(10)}
     canary_side = honest["canary"] | tallies("canary", "flood", 0, 5000)
     stable_side = honest["stable"] | tallies("stable", "flood", 9, 5000)
 
