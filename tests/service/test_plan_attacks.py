@@ -96,9 +96,9 @@ def flip(value: str) -> str:
     return "clean" if value == "toxic" else "toxic"
 
 
-def labels_that_suit_the_canary(canary: str, tweets):
+def labels_that_suit_the_canary(canary: str, labelled):
     """Attack 1: canary-arm ids, each answer labelled as the canary gave it, and /v1 answers wrong."""
-    rows = iter(tweets * 20)
+    rows = iter(labelled * 20)
 
     def attack(session, url):
         text, _ = next(rows)
@@ -115,9 +115,9 @@ def labels_that_suit_the_canary(canary: str, tweets):
     return attack
 
 
-def false_labels(canary: str, tweets):
+def false_labels(canary: str, labelled):
     """Attack 2: the canary's answers labelled against the truth, the stable's with it."""
-    rows = iter(tweets * 20)
+    rows = iter(labelled * 20)
 
     def attack(session, url):
         text, truth = next(rows)
@@ -129,11 +129,11 @@ def false_labels(canary: str, tweets):
     return attack
 
 
-def arm_steered_texts(tweets):
-    """Attack 3: toxic tweets to (what were) canary ids, clean ones to stable ids: the arms' score
+def arm_steered_texts(labelled):
+    """Attack 3: toxic labelled to (what were) canary ids, clean ones to stable ids: the arms' score
     histograms drift apart when the client chooses each arm's texts."""
-    toxic = iter([text for text, truth in tweets if truth == "toxic"] * 20)
-    clean = iter([text for text, truth in tweets if truth == "clean"] * 50)
+    toxic = iter([text for text, truth in labelled if truth == "toxic"] * 20)
+    clean = iter([text for text, truth in labelled if truth == "clean"] * 50)
 
     def attack(session, url):
         routed(session, url, next(toxic), unkeyed_canary_id(25))
@@ -142,9 +142,9 @@ def arm_steered_texts(tweets):
     return attack
 
 
-def oip_batches_on_canary_ids(tweets):
+def oip_batches_on_canary_ids(labelled):
     """Attack 4: batches of 300 texts through the OIP router, on canary ids: once one slow sample each."""
-    texts = [text for text, _ in tweets[:300]]
+    texts = [text for text, _ in labelled[:300]]
     body = {"inputs": [{"name": "text", "shape": [300], "datatype": "BYTES", "data": texts}]}
 
     def attack(session, url):
@@ -153,9 +153,9 @@ def oip_batches_on_canary_ids(tweets):
     return attack
 
 
-def deadline_bound_batches(tweets):
+def deadline_bound_batches(labelled):
     """Attack 5: batches too long for the deadline, on canary ids: once the canary's errors alone."""
-    texts = [((text + " ") * 40)[:2000] for text, _ in tweets[:1000]]
+    texts = [((text + " ") * 40)[:2000] for text, _ in labelled[:1000]]
 
     def attack(session, url):
         session.post(
@@ -176,9 +176,9 @@ LABELS_ONLY = {"min_feedback": 40, "max_score_psi": None}
 ATTACKS = {
     "labels-that-suit-the-canary": ("v10", LABELS_ONLY, labels_that_suit_the_canary, "rolled_back"),
     "false-labels": ("v2", LABELS_ONLY, false_labels, "promoted"),
-    "arm-steered-texts": ("v2", {}, lambda canary, tweets: arm_steered_texts(tweets), "promoted"),
-    "oip-batches-on-canary-ids": ("v2", {}, lambda canary, tweets: oip_batches_on_canary_ids(tweets), "promoted"),
-    "deadline-bound-batches": ("v2", {}, lambda canary, tweets: deadline_bound_batches(tweets), "promoted"),
+    "arm-steered-texts": ("v2", {}, lambda canary, labelled: arm_steered_texts(labelled), "promoted"),
+    "oip-batches-on-canary-ids": ("v2", {}, lambda canary, labelled: oip_batches_on_canary_ids(labelled), "promoted"),
+    "deadline-bound-batches": ("v2", {}, lambda canary, labelled: deadline_bound_batches(labelled), "promoted"),
 }
 
 
@@ -199,9 +199,8 @@ def test_an_attack_does_not_change_the_verdict(name, plan_models, tweets):  # no
             try:
                 ended = finished(server.url)
             except AssertionError:
-                raise AssertionError(
-                    f"{name}: no decision: {requests.get(server.url + '/admin/rollout/plan', headers=ADMIN, timeout=30).json()}"
-                ) from None
+                shown = requests.get(server.url + "/admin/rollout/plan", headers=ADMIN, timeout=30).json()
+                raise AssertionError(f"{name}: no decision: {shown}") from None
         entries = decisions(server.url, started["id"])
     assert attacker.sent >= 5, "the attack never got going"
     assert ended["status"] == verdict, (name, ended["outcome"])
