@@ -70,9 +70,20 @@ def test_no_probe_is_a_5xx_on_gunicorn():
         for (method, path, body, headers, status), name in zip(PROBES, IDS, strict=True):
             answer = requests.request(method, server.url + path, json=body, headers={**AUTH, **headers}, timeout=30)
             got[name] = (answer.status_code, status)
+        # Guessing keys, across both workers: the default 30 failed checks a minute, then 429.
+        guesses = [
+            requests.post(server.url + path, json={}, headers={"X-API-Key": f"guess-{n:016d}"}, timeout=30)
+            for n, path in enumerate(["/v1/predict", "/admin/rollout/rollback"] * 20)
+        ]
+        scrape = requests.get(server.url + "/metrics", timeout=30).text
         output = server.output()
     assert {name: pair for name, pair in got.items() if pair[0] != pair[1]} == {}
-    assert "Traceback" not in output
+    assert [g.status_code for g in guesses] == [401] * 30 + [429] * 10
+    assert all(int(g.headers["Retry-After"]) >= 1 for g in guesses[30:])
+    # Counted: the 30 checks that failed, and each worker's first check past the limit (which
+    # blocks its address there); later refusals are made before any key is checked.
+    assert 31 <= counter(scrape, "auth_failures_total") <= 32
+    assert "Traceback" not in output and "guess-" not in output
 
 
 def test_keys_shorter_than_16_characters_are_refused_at_start():
