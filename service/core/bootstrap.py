@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Config
 
-from service.admission.auth import ApiKeys
+from service.admission.auth import MIN_KEY_CHARS, ApiKeys
 from service.core.state import ServiceState
 from service.observability import logs
 from service.settings import ConfigError, DefaultConfig, settings_from
@@ -39,4 +39,7 @@ def build_service(config: Config) -> ServiceState:
             "no API keys configured: set TOXISERVE_API_KEYS='id:key,...' or TOXISERVE_API_KEYS_FILE, "
             "or TOXISERVE_AUTH_DISABLED=true for local development only"
         )
+    if settings.routing_key is not None and len(settings.routing_key) < MIN_KEY_CHARS:
+        # A guessable routing key would let clients pick their arm again.
+        raise ConfigError(f"TOXISERVE_ROUTING_KEY needs at least {MIN_KEY_CHARS} characters")
     return ServiceState(settings, api_keys, admin_keys)

@@ -91,6 +91,8 @@ def test_keys_shorter_than_16_characters_are_refused_at_start():
         make_app(API_KEYS="short:abcde")
     with pytest.raises(ConfigError, match="TOXISERVE_ADMIN_KEYS entry 1"):
         make_app(ADMIN_KEYS="ops:too-short")
+    with pytest.raises(ConfigError, match="TOXISERVE_ROUTING_KEY needs at least 16"):
+        make_app(ROUTING_KEY="guessable")
 
 
 def guess(client, path: str, address: str, key: str = "wrong-key-0123456789"):
