@@ -6,7 +6,7 @@ never passes it) or `off`. Every bound has a default (DEFAULTS); null in a plan 
 - error rate: canary 5xx rate <= stable's + max_error_rate_delta, once the canary has min_requests
   answers. It fails early once the canary's errors exceed what min_requests answers could absorb.
 - latency: canary p95 <= stable p95 x max_latency_ratio (request start to answer per text, in the
-  data plane, every transport), both arms with min_requests texts. It fails only when significantly
+  data plane, every transport), both arms with min_requests answers and texts. It fails only when significantly
   more than 5 % of the canary's answers are slower than that bound (Wilson 95 % lower bound above
   5 %); a p95 over the bound without that holds the step (a few slow answers at small counts).
 - score drift: PSI of the canary's score histogram against the stable's (10 equal-width bins,
@@ -91,7 +91,10 @@ def latency(canary: ArmEvidence, stable: ArmEvidence, ratio: float | None, min_r
         "canary_texts": sum(canary.latency),
         "stable_texts": sum(stable.latency),
     }
-    if numbers["canary_texts"] < min_requests or numbers["stable_texts"] < min_requests:
+    # Enough requests as well as texts: one batch brings hundreds of texts, yet the comparison then
+    # rests on the few single requests beside it (a good canary was rolled back on ten of them).
+    answers = min(canary.answered, stable.answered)
+    if answers < min_requests or min(numbers["canary_texts"], numbers["stable_texts"]) < min_requests:
         return _report("latency", INSUFFICIENT, None, ratio, **numbers)
     value = canary_p95 / stable_p95
     # The canary's p95 is past the bound when more than 5 % of its answers are slower than

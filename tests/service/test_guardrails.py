@@ -162,7 +162,9 @@ def test_a_batch_is_as_many_latency_samples_as_texts():
     assert canary.answered == 2 and sum(canary.latency) == 301
     assert quantile(canary.latency, 0.95) < 0.0013  # 1 ms per text, not one 300 ms sample
     stable = arm([0.001] * 301)
-    assert guardrails.latency(canary, stable, 2.0, 100)["status"] == "pass"
+    assert guardrails.latency(canary, stable, 2.0, 2)["status"] == "pass"
+    # 301 texts, but 2 requests: not enough to judge against a bound of 100 requests
+    assert guardrails.latency(canary, stable, 2.0, 100)["status"] == "insufficient"
 
 
 def test_no_key_counts_for_more_than_its_share_of_an_arms_evidence():
