@@ -30,6 +30,7 @@ from service.rollout import guardrails
 from service.rollout import plan as plans
 from service.rollout.evidence import ArmEvidence, EvidenceRecorder
 from service.rollout.state import RevisionConflictError, Rollout, RolloutState
+from service.store.base import AUTOMATIC_BY
 from shared_features.errors import ToxiserveError
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class RolloutController:
         extra = {"decision": decision.action, "plan": plan["id"], "evidence": evidence, "controller": self.owner}
         if decision.action == plans.HOLD:
             at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            entry = {"revision": state.revision, "at": at, "by": "controller", "change": {}}
+            entry = {"revision": state.revision, "at": at, "by": AUTOMATIC_BY, "change": {}}
             self.rollout.record_hold({**entry, "reason": decision.reason, **extra})
         else:
             self._write(state, plan, decision, extra)
@@ -192,7 +193,7 @@ class RolloutController:
             def next_plan(current, proposed):
                 return plans.finished(current.plan, status, decision.reason, decision.guardrails)
 
-        self.rollout.update(change, state.revision, "controller", decision.reason, plan=next_plan, decision=extra)
+        self.rollout.update(change, state.revision, AUTOMATIC_BY, decision.reason, plan=next_plan, decision=extra)
 
     # --- the admin API's plan writes ---
     def start(self, body: dict, by: str) -> dict:

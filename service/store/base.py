@@ -109,6 +109,14 @@ class RolloutBackend(Protocol):
         hold of the same plan at the same revision (`folded_hold`), else appended."""
 
 
+AUTOMATIC_BY = "controller"  # the `by` of the rollout controller's history entries
+
+
+def is_automatic(entry: dict) -> bool:
+    """An entry the controller wrote (a decision or hold), not an admin change."""
+    return entry.get("by") == AUTOMATIC_BY
+
+
 def folded_hold(newest: dict | None, hold: dict) -> dict | None:
     """`hold` folded into `newest` when both are holds of one plan at one revision: the latest
     reason and evidence, how many holds (`holds`) and since when (`since`). None: append it."""

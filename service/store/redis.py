@@ -10,6 +10,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 
 from service.store.base import (
+    AUTOMATIC_BY,
     EVIDENCE_TTL,
     FEEDBACK_PREFIX,
     HISTORY_KEEP,
@@ -155,12 +156,19 @@ class RedisFeedback:
 
 
 # Compare-and-set of the rollout state and its history entry, in one round trip. Each entry gets
-# the next id of KEYS[3] (`"id":` is spliced into its JSON, which Python wrote as an object).
+# the next id of KEYS[3] (`"id":` is spliced into its JSON, which Python wrote as an object). The
+# history (KEYS[2]) keeps the newest ARGV[4] entries; admin changes (`by` other than ARGV[5], the
+# controller) are also kept in KEYS[4], so automatic entries never push one out of the history.
 _NEW_ENTRY = """
 local function push(entry)
   local id = redis.call('INCR', KEYS[3])
-  redis.call('LPUSH', KEYS[2], '{"id": ' .. id .. ', ' .. string.sub(entry, 2))
+  local stored = '{"id": ' .. id .. ', ' .. string.sub(entry, 2)
+  redis.call('LPUSH', KEYS[2], stored)
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+  if cjson.decode(entry)['by'] ~= ARGV[5] then
+    redis.call('LPUSH', KEYS[4], stored)
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+  end
 end
 """
 _ROLLOUT_WRITE = (
@@ -194,7 +202,12 @@ return 1
 class RedisRollout:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
-        self.keys = [f"{namespace}:rollout", f"{namespace}:rollout:history", f"{namespace}:rollout:history-id"]
+        self.keys = [
+            f"{namespace}:rollout",
+            f"{namespace}:rollout:history",
+            f"{namespace}:rollout:history-id",
+            f"{namespace}:rollout:history-admin",
+        ]
         self._write = client.register_script(_ROLLOUT_WRITE)
         self._record_hold = client.register_script(_RECORD_HOLD)
 
@@ -203,20 +216,31 @@ class RedisRollout:
         return json.loads(found) if found else None
 
     def write(self, expected_revision: int, state: dict, entry: dict) -> bool:
-        args = [expected_revision, json.dumps(state), json.dumps(entry), HISTORY_KEEP]
+        args = [expected_revision, json.dumps(state), json.dumps(entry), HISTORY_KEEP, AUTOMATIC_BY]
         return bool(self._write(keys=self.keys, args=args))
 
     def record_hold(self, entry: dict) -> None:
         newest = self.client.lindex(self.keys[1], 0)
         folded = folded_hold(json.loads(newest) if newest else None, entry)
-        args = [newest or "", json.dumps(folded) if folded else "", json.dumps(entry), HISTORY_KEEP]
+        args = [newest or "", json.dumps(folded) if folded else "", json.dumps(entry), HISTORY_KEEP, AUTOMATIC_BY]
         self._record_hold(keys=self.keys, args=args)
 
     def history(self, limit: int, before: int | None = None) -> list[dict]:
-        """Newest first; `before` pages back by id, reading the list in chunks until it has `limit`."""
+        """Newest first; `before` pages back by id. Past the history's oldest entry, the admin
+        changes that automatic entries pushed out of it."""
+        found = self._entries(self.keys[1], limit, before)
+        if len(found) < limit:
+            oldest = self.client.lindex(self.keys[1], -1)
+            floors = [json.loads(oldest)["id"]] if oldest else []
+            floors += [before] if before is not None else []
+            found += self._entries(self.keys[3], limit - len(found), min(floors) if floors else None)
+        return found
+
+    def _entries(self, key: str, limit: int, before: int | None) -> list[dict]:
+        """Up to `limit` entries of a list (newest first) with ids below `before`, read in chunks."""
         found, start, chunk = [], 0, max(limit, 200)
         while len(found) < limit:
-            entries = self.client.lrange(self.keys[1], start, start + chunk - 1)
+            entries = self.client.lrange(key, start, start + chunk - 1)
             if not entries:
                 break
             for raw in entries:

@@ -16,6 +16,7 @@ from limits.errors import StorageError
 from limits.storage import Storage
 
 from service.store.base import (
+    AUTOMATIC_BY,
     FEEDBACK_PREFIX,
     HISTORY_KEEP,
     IDEMPOTENCY_PREFIX,
@@ -23,6 +24,7 @@ from service.store.base import (
     Store,
     fault_cause,
     folded_hold,
+    is_automatic,
 )
 
 log = logging.getLogger(__name__)
@@ -357,6 +359,10 @@ class SQLiteFeedback:
         return dict(rows.fetchall())
 
 
+# The rows of the controller's history entries (`is_automatic`), in SQL.
+_AUTOMATIC = f"json_extract(entry, '$.by') IS '{AUTOMATIC_BY}'"
+
+
 class SQLiteRollout:
     def __init__(self, database: SQLiteDatabase, namespace: str) -> None:
         self.db, self.namespace = database, namespace
@@ -405,13 +411,23 @@ class SQLiteRollout:
                 raise
 
     def _append(self, conn: sqlite3.Connection, entry: dict) -> None:
-        """Add a history entry and drop those beyond the newest HISTORY_KEEP."""
+        """Add a history entry; drop the controller's entries beyond the newest HISTORY_KEEP entries,
+        and admin changes beyond the newest HISTORY_KEEP admin changes (automatic entries never push
+        an admin change out)."""
         added = conn.execute(
             "INSERT INTO rollout_events (namespace, entry) VALUES (?, ?)", (self.namespace, json.dumps(entry))
         ).lastrowid
         conn.execute(
-            "DELETE FROM rollout_events WHERE namespace = ? AND id <= ?", (self.namespace, added - HISTORY_KEEP)
+            "DELETE FROM rollout_events WHERE namespace = ? AND id <= ? AND " + _AUTOMATIC,
+            (self.namespace, added - HISTORY_KEEP),
         )
+        if not is_automatic(entry):
+            conn.execute(
+                "DELETE FROM rollout_events WHERE namespace = ? AND NOT " + _AUTOMATIC + " AND id <= ("
+                "SELECT id FROM rollout_events WHERE namespace = ? AND NOT " + _AUTOMATIC + " "
+                "ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (self.namespace, self.namespace, HISTORY_KEEP),
+            )
 
     def history(self, limit: int, before: int | None = None) -> list[dict]:
         rows = self.db.connect().execute(

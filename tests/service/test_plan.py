@@ -197,19 +197,26 @@ def test_a_pickle_that_cannot_load_is_refused_not_a_500(namespace, models):
     assert "ModuleNotFoundError" in refused.json["message"]
 
 
-def test_the_history_keeps_its_newest_entries(store_url, namespace, monkeypatch):
-    """The history is bounded (HISTORY_KEEP), newest kept; a step's holds fold into one entry."""
+def test_the_history_keeps_its_newest_entries_and_every_recent_admin_change(store_url, namespace, monkeypatch):
+    """The history is bounded (HISTORY_KEEP), newest kept; the controller's entries never push an
+    admin change out (admin changes have a bound of their own)."""
     from service.store import redis as redis_store
     from service.store import sqlite as sqlite_store
 
     for module in (redis_store, sqlite_store):
         monkeypatch.setattr(module, "HISTORY_KEEP", 3)
     rollout = open_store(store_url, namespace).rollout
-    assert rollout.write(0, {"revision": 1}, {"n": 0})
+    assert rollout.write(0, {"revision": 1}, {"n": 0, "by": "ops"})
     for n in range(1, 5):  # holds of four different plans: nothing to fold
-        rollout.record_hold({"n": n, "decision": "hold", "plan": f"p{n}", "revision": 1, "at": f"t{n}"})
-    assert rollout.write(1, {"revision": 2}, {"n": 5})
-    assert [e["n"] for e in rollout.history(10)] == [5, 4, 3]
+        rollout.record_hold({"n": n, "by": "controller", "decision": "hold", "plan": f"p{n}", "revision": 1, "at": "t"})
+    assert rollout.write(1, {"revision": 2}, {"n": 5, "by": "ops"})
+    assert [e["n"] for e in rollout.history(10)] == [5, 4, 3, 0]
+    newest_two = rollout.history(2)
+    assert [e["n"] for e in newest_two] == [5, 4]
+    assert [e["n"] for e in rollout.history(10, before=newest_two[1]["id"])] == [3, 0]
+    for n in range(6, 9):
+        assert rollout.write(n - 4, {"revision": n - 3}, {"n": n, "by": "ops"})
+    assert [e["n"] for e in rollout.history(10)] == [8, 7, 6]
 
 
 def test_a_steps_holds_fold_into_one_entry_and_the_history_pages(store_url, namespace):
