@@ -14,6 +14,7 @@ everyone's (`key_weights`): `answered`, `errors`, `latency:<bucket>` (per text),
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -75,19 +76,22 @@ def count_above(buckets: list[int], seconds: float) -> float:
     return above
 
 
-def key_weights(counts: dict[str, float], max_share: float | None) -> dict[str, float]:
+def key_weights(counts: dict[str, float], max_share: float | None, floor: float = 0) -> dict[str, float]:
     """The weight of each API key's evidence on an arm: 1, or less for a key whose count is more
     than `max_share` against everyone else's, so that it counts for at most
     max_share / (1 - max_share) times the other keys' counts together (at 0.5: as much as all of
-    them). A key alone is all the traffic there is, and keeps its weight (so does everyone, with no
-    cap); keys with nothing counted do not shrink anyone."""
+    them), yet never for less than `floor` (the plan's min_requests). Without the floor, one busy
+    key beside a sparse one (a gateway and a probe sending a request a minute) would weigh as
+    little as the sparse one: no plan could meet min_requests, and the sparse key's few requests
+    would be half the evidence. A key alone is all the traffic there is, and keeps its weight (so
+    does everyone, with no cap); keys with nothing counted do not shrink anyone."""
     present = {key: n for key, n in counts.items() if n > 0}
     if max_share is None or max_share >= 1 or len(present) < 2:
         return dict.fromkeys(counts, 1.0)
     total, ratio = sum(present.values()), max_share / (1 - max_share)
     weights = dict.fromkeys(counts, 1.0)
     for key, n in present.items():
-        weights[key] = min(1.0, ratio * (total - n) / n)
+        weights[key] = min(1.0, max(ratio * (total - n), floor) / n)
     return weights
 
 
@@ -101,13 +105,19 @@ class ArmEvidence:
     scores: list[float]
     keys: int = 0  # API keys whose traffic this arm answered
     capped_keys: int = 0  # of them, how many sent more than the cap allows and count for less
+    # Per API key: (requests, errors), weighted as above; the error rate compares arms key by key.
+    requests_by_key: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def requests(self) -> float:
         return self.answered + self.errors
 
+    def by_key(self) -> dict[str, tuple[float, float]]:
+        """(requests, errors) per API key; an arm built without them is one key's."""
+        return self.requests_by_key or {"": (self.requests, self.errors)}
+
     @classmethod
-    def of(cls, tallies: dict[str, int], arm: str, max_key_share: float | None = None) -> ArmEvidence:
+    def of(cls, tallies: dict[str, int], arm: str, max_key_share: float | None = None, floor: float = 0) -> ArmEvidence:
         per_key: dict[str, dict[str, int]] = defaultdict(dict)
         for name, n in tallies.items():
             key, slash, rest = name.rpartition("/") if "/" in name else ("", "", name)
@@ -117,7 +127,7 @@ class ArmEvidence:
         # and scores (one batch of 300 texts is one request but 300 samples).
         requests = {key: fields.get("answered", 0) + fields.get("errors", 0) for key, fields in per_key.items()}
         texts = {key: sum(n for f, n in fields.items() if f.startswith("latency:")) for key, fields in per_key.items()}
-        by_request, by_text = key_weights(requests, max_key_share), key_weights(texts, max_key_share)
+        by_request, by_text = key_weights(requests, max_key_share, floor), key_weights(texts, max_key_share, floor)
         answered = errors = 0.0
         latency, scores = [0.0] * LATENCY_BUCKETS, [0.0] * SCORE_BINS
         for key, fields in per_key.items():
@@ -131,7 +141,12 @@ class ArmEvidence:
                 elif field.startswith("score:"):
                     scores[min(int(field[6:]), SCORE_BINS - 1)] += by_text[key] * n
         capped = sum(1 for key in per_key if by_request[key] < 1 or by_text[key] < 1)
-        return cls(answered, errors, latency, scores, len(per_key), capped)
+        weighted = {
+            key: (by_request[key] * n, by_request[key] * per_key[key].get("errors", 0))
+            for key, n in requests.items()
+            if n
+        }
+        return cls(answered, errors, latency, scores, len(per_key), capped, weighted)
 
 
 ARMS = ("stable", "canary")

@@ -3,8 +3,10 @@
 Each guardrail answers `pass`, `fail`, `insufficient` (not enough evidence yet: it holds the step,
 never passes it) or `off`. Every bound has a default (DEFAULTS); null in a plan turns one off.
 
-- error rate: canary 5xx rate <= stable's + max_error_rate_delta, once the canary has min_requests
-  answers. It fails early once the canary's errors exceed what min_requests answers could absorb.
+- error rate: canary 5xx rate <= what each API key's stable rate predicts for its canary requests
+  + max_error_rate_delta, once the canary has min_requests answers. It fails early once the errors
+  those rates do not explain exceed, beyond their noise, what min_requests answers could absorb;
+  errors from a key with no stable answers yet hold the step.
 - latency: canary p95 <= stable p95 x max_latency_ratio (request start to answer per text, in the
   data plane, every transport), both arms with min_requests answers and texts. It fails only when significantly
   more than 5 % of the canary's answers are slower than that bound (Wilson 95 % lower bound above
@@ -45,6 +47,7 @@ DEFAULTS = {
     "max_key_share": 0.5,
 }
 PSI_SMOOTHING = 0.5
+Z_95 = 1.96
 LATENCY_QUANTILE = 0.95
 
 
@@ -71,12 +74,33 @@ def error_rate(canary: ArmEvidence, stable: ArmEvidence, delta: float | None, mi
     if stable.requests < min_requests:
         return _report("error_rate", INSUFFICIENT, None, None, **numbers)
     stable_rate = stable.errors / stable.requests
-    bound = round(stable_rate + delta, 6)
+    expected = unexplained = excess_noise = unbaselined = 0.0
+    # The canary's errors against what each key's own stable rate predicts, not one pooled rate: a
+    # client whose requests fail on both arms (batches past their deadline) then explains its own
+    # canary errors, and its failures landing on the canary first by chance roll nothing back.
+    baselines = stable.by_key()
+    for key, (requests, errors) in canary.by_key().items():
+        base_requests, base_errors = baselines.get(key, (0.0, 0.0))
+        if base_requests:
+            rate = base_errors / base_requests
+            expected += requests * rate
+            # a key's errors below its prediction offset no one else's: its own noise, or its own
+            # requests that fail on the stable arm only, must not hide another key's failures
+            unexplained += max(0.0, errors - requests * rate)
+            # binomial noise of the canary's errors and of the key's stable rate
+            excess_noise += requests * rate * (1 - rate) * (1 + requests / base_requests)
+        else:  # a key the stable arm has not answered yet: its errors can hold the step, not fail it
+            expected += requests * stable_rate
+            unbaselined += errors
+    numbers |= {"stable_rate": stable_rate, "unexplained_errors": unexplained, "unbaselined_errors": unbaselined}
     value = canary.errors / canary.requests if canary.requests else None
-    if canary.errors > bound * max(canary.requests, min_requests):
-        return _report("error_rate", FAIL, value, bound, stable_rate=stable_rate, **numbers)
-    status = PASS if canary.requests >= min_requests and value <= bound else INSUFFICIENT
-    return _report("error_rate", status, value, bound, stable_rate=stable_rate, **numbers)
+    bound = round((expected / canary.requests if canary.requests else stable_rate) + delta, 6)
+    # Fails early, once the errors that keys' stable rates do not explain exceed, beyond their
+    # noise (95 %), what min_requests answers could absorb.
+    if unexplained - Z_95 * math.sqrt(excess_noise) > delta * max(canary.requests, min_requests):
+        return _report("error_rate", FAIL, value, bound, **numbers)
+    passed = canary.requests >= min_requests and unexplained + unbaselined <= delta * canary.requests
+    return _report("error_rate", PASS if passed else INSUFFICIENT, value, bound, **numbers)
 
 
 def latency(canary: ArmEvidence, stable: ArmEvidence, ratio: float | None, min_requests: int) -> dict:

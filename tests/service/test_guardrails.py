@@ -61,6 +61,43 @@ def test_error_rate_waits_for_evidence_fails_early_and_passes():
     assert guardrails.error_rate(arm(), stable, None, 100)["status"] == "off"
 
 
+def keyed(**by_key: tuple[int, int]) -> ArmEvidence:
+    """An arm's (requests, errors) per API key."""
+    errors = sum(e for _, e in by_key.values())
+    answered = sum(r for r, _ in by_key.values()) - errors
+    return ArmEvidence(answered, errors, [0] * LATENCY_BUCKETS, [0] * SCORE_BINS, requests_by_key=by_key)
+
+
+def test_error_rate_compares_each_key_with_its_own_stable_rate():
+    honest_stable = (900, 0)
+    # A client whose batches overrun the deadline on both arms: its first failures land on the
+    # canary before any on the stable arm. They hold the step; they do not roll it back.
+    early = guardrails.error_rate(keyed(honest=(100, 0), batches=(6, 6)), keyed(honest=honest_stable), 0.01, 100)
+    assert early["status"] == "insufficient" and early["unbaselined_errors"] == 6
+    # Once the stable arm has answered it too, at the same rate, its failures are its own.
+    later = guardrails.error_rate(
+        keyed(honest=(150, 0), batches=(20, 20)), keyed(honest=honest_stable, batches=(60, 60)), 0.01, 100
+    )
+    assert later["status"] == "pass" and later["unexplained_errors"] == 0
+    # Pooled, the same numbers fail: 20 errors in 170 canary requests against 60 in 960.
+    pooled = guardrails.error_rate(keyed(all=(170, 20)), keyed(all=(960, 60)), 0.01, 100)
+    assert pooled["status"] == "fail"
+
+
+def test_error_rate_noise_of_a_failing_key_is_not_a_failure_but_a_bad_canary_is():
+    # A key that fails half the time on both arms, a little more on the canary by chance.
+    noisy = guardrails.error_rate(
+        keyed(honest=(200, 0), flaky=(40, 24)), keyed(honest=(900, 0), flaky=(200, 100)), 0.01, 100
+    )
+    assert noisy["status"] != "fail" and noisy["unexplained_errors"] == 4
+    # A canary that raises on honest texts fails, and a key doing better on the canary than on the
+    # stable arm (its requests fail there only) does not offset it.
+    bad = keyed(honest=(200, 10), lucky=(100, 0))
+    stable = keyed(honest=(900, 0), lucky=(400, 400))
+    failing = guardrails.error_rate(bad, stable, 0.01, 100)
+    assert failing["status"] == "fail" and failing["unexplained_errors"] == 10
+
+
 def test_latency_and_score_drift():
     fast, slow = arm([0.002] * 200), arm([0.030] * 200)
     assert guardrails.latency(slow, fast, 2.0, 100)["status"] == "fail"
@@ -177,6 +214,10 @@ def test_no_key_counts_for_more_than_its_share_of_an_arms_evidence():
     assert three["a"] * 1000 == pytest.approx(200) and three["b"] == three["c"] == 1.0
     assert key_weights({"a": 60, "b": 40}, 0.5)["a"] * 60 == pytest.approx(40)
     assert key_weights({"a": 60, "b": 40}, None) == {"a": 1.0, "b": 1.0}
+    # A busy key beside a sparse one counts for min_requests (the floor), not for the sparse one's 3.
+    sparse = key_weights({"gateway": 13_000, "probe": 3}, 0.5, 100)
+    assert sparse["gateway"] * 13_000 == pytest.approx(100) and sparse["probe"] == 1.0
+    assert key_weights({"flood": 900, "honest": 100}, 0.5, 100) == flood  # the others reach the floor
 
 
 def test_a_flooding_key_counts_for_no_more_than_the_others_together():
