@@ -169,7 +169,12 @@ SETTINGS: tuple[Setting, ...] = (
         3600,
     ),
     # --- keys and limits ---
-    S("API_KEYS", "", "`id:key,id:key`; logs show the id, never the key", readme_default="—"),
+    S(
+        "API_KEYS",
+        "",
+        "`id:key,id:key` (keys of 16 characters or more; the id `controller` is reserved); logs show the id, never the key",
+        readme_default="—",
+    ),
     S(
         "API_KEYS_FILE",
         None,

@@ -7,6 +7,7 @@ import hmac
 from pathlib import Path
 
 from service.settings import ConfigError
+from service.store.base import AUTOMATIC_BY
 
 API_KEY_HEADER = "X-API-Key"
 MIN_KEY_CHARS = 16  # a shorter key is guessable; refused at start
@@ -44,6 +45,9 @@ class ApiKeys:
             digests[key_digest(key)] = key_id
         if path:
             digests.update(cls._read_file(Path(path), variable))
+        if AUTOMATIC_BY in digests.values():
+            # the rollout history tells the controller's entries from admin changes by this name
+            raise ConfigError(f"{variable}: the key id {AUTOMATIC_BY!r} is reserved for the rollout controller")
         return cls(digests)
 
     @staticmethod

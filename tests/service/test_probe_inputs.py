@@ -95,6 +95,12 @@ def test_keys_shorter_than_16_characters_are_refused_at_start():
         make_app(ROUTING_KEY="guessable")
 
 
+def test_the_controllers_name_is_no_key_id():
+    """An admin key named "controller" would have its rollout changes kept as automatic entries."""
+    with pytest.raises(ConfigError, match="'controller' is reserved"):
+        make_app(ADMIN_KEYS="controller:a-long-enough-admin-key")
+
+
 def guess(client, path: str, address: str, key: str = "wrong-key-0123456789"):
     return client.post(path, json={"text": "hi"}, headers={"X-API-Key": key}, environ_base={"REMOTE_ADDR": address})
 
