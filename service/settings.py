@@ -172,7 +172,8 @@ SETTINGS: tuple[Setting, ...] = (
     S(
         "API_KEYS",
         "",
-        "`id:key,id:key` (keys of 16 characters or more; the id `controller` is reserved); logs show the id, never the key",
+        "`id:key,id:key` (keys of 16 characters or more; the id `controller` is reserved);"
+        " logs show the id, never the key",
         readme_default="—",
     ),
     S(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import socket
+import sys
 import time
 from functools import partial
 from selectors import EVENT_READ
@@ -104,6 +105,18 @@ class QueueTimedThreadWorker(ThreadWorker):
         self.buffered_bytes = 0
         self.lingering: dict[TConn, float] = {}  # refused connections, drained until closed -> deadline
         self.work_ahead = 0.0  # estimated seconds of scoring handed to the pool and not finished
+
+    @classmethod
+    def check_config(cls, cfg, log) -> None:
+        """Refuse gunicorn's TLS options at start: this worker reads every request off the raw socket
+        before a thread sees it, so it would never speak TLS, and every client's handshake would fail
+        (once logged as a 408)."""
+        if cfg.is_ssl:
+            sys.exit(
+                "Error: toxiserve's worker does not terminate TLS (--certfile/--keyfile were given): "
+                "terminate TLS at a proxy or load balancer in front of it (HAProxy, nginx, an ingress)"
+            )
+        super().check_config(cfg, log)
 
     def init_process(self) -> None:
         # The preloaded app (gunicorn hands the same object to load_wsgi); its settings, where it is ours.

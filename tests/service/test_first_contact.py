@@ -63,3 +63,21 @@ def test_a_taken_port_is_said_at_once_before_loading_models():
     output = result.stdout + result.stderr
     assert result.returncode == 1 and f"127.0.0.1:{first.port} is already in use" in output
     assert "models loaded" not in output and "Can't connect" not in output
+
+
+@pytest.mark.gunicorn
+def test_gunicorn_tls_options_are_refused_at_start_with_the_way_out(tmp_path):
+    """The worker reads requests off the raw socket: with --certfile it once started, answered no
+    TLS handshake and logged a 408."""
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("not used: the server refuses before loading it\n")
+    result = run_web(
+        {
+            "PORT": str(free_port()),
+            "TOXISERVE_API_KEYS": "t:key-0123456789abcdef",
+            "GUNICORN_CMD_ARGS": f"--certfile {tmp_path / 'cert.pem'} --keyfile {tmp_path / 'key.pem'}",
+        }
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert "does not terminate TLS" in output and "terminate TLS at a proxy" in output
