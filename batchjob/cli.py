@@ -73,6 +73,8 @@ class JobGroup(click.Group):
     help="Refuse or only warn when a model was trained with other library versions.",
 )
 @click.option("--debug", is_flag=True, envvar="TOXISERVE_DEBUG", help="Show tracebacks on failure.")
+# The package's version here; a subcommand's --version names a model version.
+@click.version_option(package_name="toxiserve", prog_name="batchjob")
 @click.pass_context
 def cli(ctx: click.Context, model_dir: Path, on_version_mismatch: str, debug: bool) -> None:
     """Train and run offline jobs with the same pipeline the service uses."""

@@ -83,6 +83,7 @@ def _show(admin: Admin, answer: dict, table) -> None:
 
 
 @click.group(epilog=__doc__.split("\n\n", 1)[1])
+@click.version_option(package_name="toxiserve", prog_name="toxiserve")
 def cli() -> None:
     """Operate a running toxiserve service."""
 
@@ -337,6 +338,33 @@ def _send_labels(client: Admin, rows: list[tuple[int, dict]]) -> list[tuple[int,
         refused = {"status": "refused", "error_code": answer.get("error_code"), "message": message}
         results.append((line, answer if status == 202 else {"request_id": item["request_id"], **refused}))
     return results
+
+
+def _set_url(ctx: click.Context, _param, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(Admin).url = value.rstrip("/")
+
+
+def _set_json(ctx: click.Context, _param, value: bool) -> None:
+    if value:
+        ctx.find_object(Admin).as_json = True
+
+
+def _accept_connection_options_after(group: click.Group) -> None:
+    """`--url` and `--json` after any subcommand of `group` too (`toxiserve rollout status --url X`),
+    as on the group itself; given in both places, the later one wins."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_connection_options_after(command)
+        command.params += [
+            click.Option(["--url"], expose_value=False, callback=_set_url, help="The service (or its LB)."),
+            click.Option(
+                ["--json"], is_flag=True, expose_value=False, callback=_set_json, help="Print the API's JSON."
+            ),
+        ]
+
+
+_accept_connection_options_after(rollout)
 
 
 def main() -> None:

@@ -79,6 +79,12 @@ def test_two_hosts_on_one_redis_follow_a_change_within_two_seconds():
 def test_the_embedded_store_on_one_host():
     with Server(env_for(isolated_store(), "toxiserve")) as server:
         change_then_check(server, [server], 35.0)
+        # --url and --json after the subcommand, as on the group (TOXISERVE_URL points nowhere)
+        shown = toxiserve_cli("http://127.0.0.1:9", "status", "--url", server.url, "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["canary_percent"] == 35.0
+        listed = toxiserve_cli("http://127.0.0.1:9", "history", "--json", "--url", server.url)
+        assert listed.returncode == 0 and json.loads(listed.stdout)["history"], listed.stderr
 
 
 def toxiserve_cli(url: str, *args: str, key: str = ADMIN_KEY) -> subprocess.CompletedProcess:
