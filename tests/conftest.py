@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,10 @@ from shared_features.training import train_model
 PINNED_ARMS = {"TOXISERVE_STABLE_VERSION": "v1", "TOXISERVE_CANARY_VERSION": "v2", "TOXISERVE_CANARY_PERCENT": "10"}
 for _name, _value in PINNED_ARMS.items():
     os.environ.setdefault(_name, _value)
+# Never the repository's own store (run/toxiserve.sqlite3): the quick start's server keeps its
+# rollout there, so a test would read the user's state (v1 not loaded: 404s) and write the tests'
+# into it (v1 stable at the user's next start). A test that needs a store of its own names one.
+os.environ.setdefault("TOXISERVE_STORE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='toxiserve-tests-')}/store.sqlite3")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO_ROOT / "models"
