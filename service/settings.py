@@ -333,6 +333,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     S("GRPC_PORT", 50051, "port of the gRPC process", int, 1, 65535, scope=GRPC),
     S("GRPC_THREADS", 8, "threads of the gRPC process", int, 1, 1000, scope=GRPC),
+    S(
+        "GRPC_METRICS_PORT",
+        0,
+        "port where the gRPC process serves `/metrics` (with `TOXISERVE_METRICS_TOKEN`, as the web's); 0: none",
+        int,
+        0,
+        65535,
+        scope=GRPC,
+    ),
 )
 del S
 

@@ -32,6 +32,7 @@ from service.errors import InternalError
 from service.grpc import oip
 from service.grpc.gen import toxicity_pb2, toxicity_pb2_grpc
 from service.observability import metrics
+from service.observability.metrics_port import serve_metrics
 from service.request_context import REQUEST_ID_RULE, is_valid_request_id
 from shared_features.errors import ToxiserveError, UnprocessableError
 
@@ -83,6 +84,8 @@ class GrpcTransport:
             self.abort(context, code, InternalError("internal error"), call)
         finally:
             elapsed = time.perf_counter() - call.started
+            metrics.child(metrics.GRPC_REQUESTS, method, code.name).inc()
+            metrics.child(metrics.GRPC_DURATION, method).observe(elapsed)
             if call.arm is not None:  # the canary's evidence counts every transport
                 metrics.child(metrics.ROUTED_REQUESTS, call.arm, str(status)).inc()
                 metrics.child(metrics.ROUTED_DURATION, call.arm).observe(elapsed)
@@ -218,6 +221,10 @@ def serve() -> int:
     log.info("gRPC listening", extra={"port": bound, "threads": threads})
     service.load_models()
     service.start_background()
+    exporter = None
+    if settings.grpc_metrics_port:  # this process has no HTTP server: /metrics gets a port of its own
+        exporter = serve_metrics(host, settings.grpc_metrics_port, service.metric_collectors, settings.metrics_token)
+        log.info("metrics listening", extra={"port": settings.grpc_metrics_port})
     set_health(health_servicer, True)
 
     stopped = threading.Event()
@@ -235,6 +242,8 @@ def serve() -> int:
     while not stopped.wait(0.5):
         pass
     service.stop_background()
+    if exporter is not None:
+        exporter.shutdown()
     log.info("gRPC stopped")
     return 0
 

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import functools
 import glob
+import hmac
 import os
 
 from flask import Blueprint, Response, current_app, request
@@ -66,6 +67,10 @@ INFERENCE_BATCH_SIZE = Histogram(
     "inference_batch_size", "Texts per model call", ["model_version"], buckets=BATCH_BUCKETS
 )
 CANARY_ROUTED = Counter("canary_routed", "Canary router decisions", ["arm"])
+GRPC_REQUESTS = Counter("grpc_requests", "gRPC calls answered", ["method", "code"])
+GRPC_DURATION = Histogram(
+    "grpc_request_duration_seconds", "Time to answer a gRPC call", ["method"], buckets=LATENCY_BUCKETS
+)
 ROUTED_REQUESTS = Counter(
     "routed_requests", "Answers to requests the canary router routed, by arm and (HTTP) status", ["arm", "status"]
 )
@@ -267,16 +272,16 @@ def archive_dead_worker(pid: int, directory: str | None = None) -> None:
             os.remove(path)
 
 
+def token_accepted(token: str | None, authorization: str | None) -> bool:
+    """A scrape's Authorization header against the metrics bearer token (none set: every scrape)."""
+    return not token or hmac.compare_digest((authorization or "").encode(), f"Bearer {token}".encode())
+
+
 @bp.get("/metrics")
 def metrics_view():
-    token = current_app.config.get("METRICS_TOKEN")
-    if token:
-        import hmac
+    if not token_accepted(current_app.config.get("METRICS_TOKEN"), request.headers.get("Authorization")):
+        from service.errors import UnauthorizedError
 
-        presented = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
-            from service.errors import UnauthorizedError
-
-            raise UnauthorizedError("metrics need the metrics bearer token")
+        raise UnauthorizedError("metrics need the metrics bearer token")
     service = current_app.extensions["toxiserve"]
     return Response(exposition(service.metric_collectors()), content_type=CONTENT_TYPE_LATEST)  # has its charset

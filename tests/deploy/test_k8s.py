@@ -1,6 +1,7 @@
 """The Kubernetes manifests: kustomize renders them, kubernetes-validate --strict accepts them (offline,
 bundled schemas), and they carry what a cluster needs from this service."""
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -32,18 +33,47 @@ def container(deployment: dict) -> dict:
     return only
 
 
+def make_keys(tree: Path) -> dict[str, str]:
+    """Run a copy's make-keys.sh; the keys it printed, by kind ("api", "admin")."""
+    made = subprocess.run(
+        ["bash", str(tree / "make-keys.sh")], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert made.returncode == 0, made.stderr
+    return {line.split(" ", 1)[0]: line.rsplit(": ", 1)[1] for line in made.stdout.splitlines()}
+
+
+def test_make_keys_writes_digests_once_and_prints_each_key_once(tmp_path):
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("*.sha256"))
+    keys = make_keys(tree)
+    assert set(keys) == {"api", "admin"} and all(len(key) == 40 for key in keys.values())
+    for kind, key in keys.items():
+        written = (tree / "base" / "secrets" / f"{kind}-keys.sha256").read_text()
+        assert written.split(":", 1)[1].strip() == hashlib.sha256(key.encode()).hexdigest() and key not in written
+    assert make_keys(tree) == {}  # run again: both files kept, no new key
+
+
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed: kustomize cannot render the manifests")
 @pytest.mark.skipif(not VALIDATE.exists(), reason="kubernetes-validate is in the dev extra")
-@pytest.mark.parametrize("target", ["deploy/k8s", "deploy/k8s/overlays/redis-demo"])
+@pytest.mark.parametrize("target", [".", "overlays/redis-demo"])
 def test_kustomize_renders_and_kubernetes_validate_strict_accepts(tmp_path, target):
-    rendered = subprocess.run([KUBECTL, "kustomize", str(ROOT / target)], capture_output=True, text=True, timeout=60)
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("*.sha256"))
+    missing = subprocess.run([KUBECTL, "kustomize", str(tree / target)], capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "api-keys.sha256" in missing.stderr  # no keys: nothing renders
+    keys = make_keys(tree)
+    rendered = subprocess.run([KUBECTL, "kustomize", str(tree / target)], capture_output=True, text=True, timeout=60)
     assert rendered.returncode == 0, rendered.stderr
+    assert not any(key in rendered.stdout for key in keys.values())  # digests only
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(rendered.stdout)
     checked = subprocess.run([str(VALIDATE), "--strict", str(manifest)], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered.stdout) if doc}
+    objects = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    kinds = {doc["kind"] for doc in objects}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap", "Secret"} <= kinds
+    (secret,) = [doc for doc in objects if doc["kind"] == "Secret"]
+    assert set(secret["data"]) == {"api-keys.sha256", "admin-keys.sha256"}
 
 
 def test_web_deployment_probes_drain_and_resources():
@@ -78,23 +108,50 @@ def test_grpc_deployment_uses_grpc_health_probes():
     assert "grpc" in grpc["livenessProbe"] and "grpc" in grpc["startupProbe"]
 
 
-def test_api_keys_come_from_a_secret_as_digests_never_a_configmap():
+def settings() -> dict[str, str]:
     kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
     (config,) = kustomization["configMapGenerator"]
-    settings = dict(literal.split("=", 1) for literal in config["literals"])
-    assert "TOXISERVE_API_KEYS" not in settings
-    keys_file = settings["TOXISERVE_API_KEYS_FILE"]
+    return dict(literal.split("=", 1) for literal in config["literals"])
+
+
+@pytest.mark.parametrize("name", ["toxiserve-web", "toxiserve-grpc"])
+def test_api_and_admin_keys_come_from_a_secret_as_digests_never_a_configmap(name):
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert "TOXISERVE_API_KEYS" not in settings() and "TOXISERVE_ADMIN_KEYS" not in settings()
     (secret,) = kustomization["secretGenerator"]
-    web = container(base()[("Deployment", "toxiserve-web")])
-    mount = next(m for m in web["volumeMounts"] if keys_file.startswith(m["mountPath"]))
-    volumes = base()[("Deployment", "toxiserve-web")]["spec"]["template"]["spec"]["volumes"]
-    assert next(v for v in volumes if v["name"] == mount["name"])["secret"]["secretName"] == secret["name"]
-    lines = [line for line in (K8S / "base" / secret["files"][0]).read_text().splitlines() if not line.startswith("#")]
-    assert all(len(line.split(":", 1)[1]) == 64 for line in lines)  # sha256 digests, no plain keys
+    deployment = base()[("Deployment", name)]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    for variable, file in (
+        ("TOXISERVE_API_KEYS_FILE", "api-keys.sha256"),
+        ("TOXISERVE_ADMIN_KEYS_FILE", "admin-keys.sha256"),
+    ):
+        path = settings()[variable]  # the admin API answers nobody without the admin keys
+        mount = next(m for m in container(deployment)["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        assert next(v for v in volumes if v["name"] == mount["name"])["secret"]["secretName"] == secret["name"]
+        assert f"secrets/{file}" in secret["files"] and path.endswith("/" + file)
 
 
-def test_autoscaling_and_disruption_budget():
+def test_no_key_digest_is_committed():
+    """The operator's files (make-keys.sh): a committed digest would go live with `kubectl apply -k`."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: which files are committed is unknown")
+    tracked = subprocess.run(["git", "ls-files", "deploy"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert not [path for path in tracked.stdout.splitlines() if path.endswith(".sha256")]
+
+
+def test_grpc_metrics_are_exported_and_scraped():
+    grpc = base()[("Deployment", "toxiserve-grpc")]
+    port = int(settings()["TOXISERVE_GRPC_METRICS_PORT"])
+    assert {"name": "metrics", "containerPort": port} in container(grpc)["ports"]
+    for name, scraped in (("toxiserve-grpc", port), ("toxiserve-web", 8000)):
+        annotations = base()[("Deployment", name)]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and int(annotations["prometheus.io/port"]) == scraped
+
+
+@pytest.mark.parametrize("name", ["toxiserve-web", "toxiserve-grpc"])
+def test_autoscaling_and_disruption_budget(name):
     resources = base()
-    hpa = resources[("HorizontalPodAutoscaler", "toxiserve-web")]
+    hpa = resources[("HorizontalPodAutoscaler", name)]
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    assert resources[("PodDisruptionBudget", "toxiserve-web")]["spec"]["minAvailable"] >= 1
+    assert hpa["spec"]["scaleTargetRef"]["name"] == name
+    assert resources[("PodDisruptionBudget", name)]["spec"]["minAvailable"] >= 1

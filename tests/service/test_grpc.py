@@ -191,6 +191,41 @@ def test_reflection_lists_the_service(server):
     assert "toxiserve.v1.Toxicity" in services and "grpc.health.v1.Health" in services
 
 
+def counter_value(exposition: str, sample: str) -> float:
+    """A sample's value in a Prometheus text exposition (0 when absent)."""
+    for line in exposition.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_grpc_process_serves_its_metrics_on_a_port_of_its_own():
+    import requests
+
+    metrics_port = free_port()
+    running = GrpcProcess({"TOXISERVE_GRPC_METRICS_PORT": str(metrics_port), "TOXISERVE_METRICS_TOKEN": "scrape-me"})
+    try:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        token = {"Authorization": "Bearer scrape-me"}
+        before = requests.get(url, headers=token, timeout=10)
+        assert before.status_code == 200 and before.headers["Content-Type"].startswith("text/plain")
+        running.stub.Predict(pb.PredictRequest(text="you are lovely", request_id="metrics-1"), metadata=KEY)
+        call_error(running.stub.Predict, pb.PredictRequest(text="hi"), metadata=[])
+        after = requests.get(url, headers=token, timeout=10).text
+        ok = 'grpc_requests_total{code="OK",method="Predict"}'
+        refused = 'grpc_requests_total{code="UNAUTHENTICATED",method="Predict"}'
+        assert counter_value(after, ok) == counter_value(before.text, ok) + 1
+        assert counter_value(after, refused) == counter_value(before.text, refused) + 1
+        assert 'routed_requests_total{arm="stable",status="200"}' in after  # the rollout's evidence too
+        refused_scrape = requests.get(url, timeout=10)
+        assert refused_scrape.status_code == 401 and refused_scrape.json()["error_code"] == "UNAUTHORIZED"
+        elsewhere = requests.get(f"http://127.0.0.1:{metrics_port}/", headers=token, timeout=10)
+        assert elsewhere.status_code == 404 and elsewhere.json()["error_code"] == "NOT_FOUND"
+    finally:
+        running.stop()
+    assert running.proc.returncode == 0 and "Traceback" not in running.output()
+
+
 def test_not_ready_is_unavailable_and_health_flips(monkeypatch):
     release = threading.Event()
     real_load = ModelRegistry.load
