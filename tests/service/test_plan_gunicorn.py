@@ -142,7 +142,9 @@ BAD_PLAN = {"steps": [25, 50, 100], "step_seconds": 30, "min_requests": 40, "int
 @pytest.mark.parametrize(
     ("canary", "guardrails", "feedback", "named"),
     [
-        ("v4", {}, False, {"error_rate"}),  # raises on some texts
+        # raises on some texts; served from its pickle (sklearn), slower than v1's data-only scorer, so
+        # latency may fail beside it on a busy machine (once in a CI-like run): not what this case tests
+        ("v4", {"max_latency_ratio": None}, False, {"error_rate"}),
         ("v5", {}, False, {"latency"}),  # sleeps
         ("v10", {"max_score_psi": None, "min_feedback": 40}, True, {"feedback_f1"}),  # inverted labels
         ("v10", {}, False, {"score_psi"}),  # inverted labels, seen in its scores alone
