@@ -23,7 +23,7 @@ KEY, LIMITED = "k-ops-0001112222", "k-ops-limited-2223333"
 
 # Words in the expressions that are not metric names.
 NOT_METRICS = {"by", "le", "and", "or", "model_version", "feature", "operation", "arm", "status", "route", "key_id"}
-NOT_METRICS |= {"error_code", "reason", "method", "instance", "job"}
+NOT_METRICS |= {"error_code", "reason", "method", "instance", "job", "code"}
 
 
 def expressions() -> list[str]:
@@ -72,12 +72,36 @@ def test_every_metric_the_rules_and_dashboard_name_is_in_a_real_scrape():
             requests.post(f"{server.url}/v1/predict", json={"text": "x"}, headers={"X-API-Key": LIMITED}, timeout=30)
         assert requests.get(f"{server.url}/{'a' * 5000}", timeout=30).status_code == 414  # a worker refusal
         scrape = requests.get(f"{server.url}/metrics", timeout=30).text
-    exposed = {line.split("{")[0].split(" ")[0] for line in scrape.splitlines() if line and not line.startswith("#")}
+    grpc_scrape = scrape_of_a_grpc_process()
+    exposed = {
+        line.split("{")[0].split(" ")[0]
+        for text in (scrape, grpc_scrape)
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     named = set().union(*(metric_names(e) for e in expressions()))
     assert {"http_requests_total", "routed_requests_total", "drift_psi", "store_circuit_open"} <= named
+    assert {"grpc_requests_total", "grpc_request_duration_seconds_bucket"} <= named
     assert named - exposed == set(), f"named but not exposed: {sorted(named - exposed)}"
     if PROMTOOL:
-        linted = subprocess.run(
-            [PROMTOOL, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60
-        )
-        assert linted.returncode == 0, linted.stdout + linted.stderr
+        for text in (scrape, grpc_scrape):
+            linted = subprocess.run(
+                [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+            )
+            assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def scrape_of_a_grpc_process() -> str:
+    """The gRPC process's /metrics (its own port) after one call."""
+    from service.grpc.gen import toxicity_pb2 as pb
+    from tests.service.server import free_port
+    from tests.service.test_grpc import KEY as GRPC_KEY
+    from tests.service.test_grpc import GrpcProcess
+
+    port = free_port()
+    running = GrpcProcess({"TOXISERVE_GRPC_METRICS_PORT": str(port)})
+    try:
+        running.stub.Predict(pb.PredictRequest(text="a scrape"), metadata=GRPC_KEY)
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    finally:
+        running.stop()
