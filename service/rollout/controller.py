@@ -130,8 +130,8 @@ class RolloutController:
         first, last = windows["feedback"]
         share = plan["guardrails"].get("max_key_share", guardrails.DEFAULTS["max_key_share"])
         return plans.Evidence(
-            canary=ArmEvidence.of(canary_tallies, "canary", share, plan["min_requests"]),
-            stable=ArmEvidence.of(stable_tallies, "stable", share, plan["min_requests"]),
+            canary=ArmEvidence.of(canary_tallies, "canary", share),
+            stable=ArmEvidence.of(stable_tallies, "stable", share),
             shadow_compared=canary_tallies.get("shadow|compared", 0),
             shadow_agreed=canary_tallies.get("shadow|agreed", 0),
             shadowing=bool(state.shadow) and state.shadow_percent > 0,

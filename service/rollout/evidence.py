@@ -76,22 +76,23 @@ def count_above(buckets: list[int], seconds: float) -> float:
     return above
 
 
-def key_weights(counts: dict[str, float], max_share: float | None, floor: float = 0) -> dict[str, float]:
+def key_weights(counts: dict[str, float], max_share: float | None) -> dict[str, float]:
     """The weight of each API key's evidence on an arm: 1, or less for a key whose count is more
     than `max_share` against everyone else's, so that it counts for at most
     max_share / (1 - max_share) times the other keys' counts together (at 0.5: as much as all of
-    them), yet never for less than `floor` (the plan's min_requests). Without the floor, one busy
-    key beside a sparse one (a gateway and a probe sending a request a minute) would weigh as
-    little as the sparse one: no plan could meet min_requests, and the sparse key's few requests
-    would be half the evidence. A key alone is all the traffic there is, and keeps its weight (so
-    does everyone, with no cap); keys with nothing counted do not shrink anyone."""
+    them). A key alone is all the traffic there is, and keeps its weight (so does everyone, with no
+    cap); keys with nothing counted do not shrink anyone.
+
+    No floor: a busy key beside a sparse one weighs as little as the sparse one, so a plan holds
+    until the other keys together have half of min_requests (docs/rollouts.md). A floor at
+    min_requests was tried: it let a flooding key decide a step while the other keys had fewer."""
     present = {key: n for key, n in counts.items() if n > 0}
     if max_share is None or max_share >= 1 or len(present) < 2:
         return dict.fromkeys(counts, 1.0)
     total, ratio = sum(present.values()), max_share / (1 - max_share)
     weights = dict.fromkeys(counts, 1.0)
     for key, n in present.items():
-        weights[key] = min(1.0, max(ratio * (total - n), floor) / n)
+        weights[key] = min(1.0, ratio * (total - n) / n)
     return weights
 
 
@@ -117,7 +118,7 @@ class ArmEvidence:
         return self.requests_by_key or {"": (self.requests, self.errors)}
 
     @classmethod
-    def of(cls, tallies: dict[str, int], arm: str, max_key_share: float | None = None, floor: float = 0) -> ArmEvidence:
+    def of(cls, tallies: dict[str, int], arm: str, max_key_share: float | None = None) -> ArmEvidence:
         per_key: dict[str, dict[str, int]] = defaultdict(dict)
         for name, n in tallies.items():
             key, slash, rest = name.rpartition("/") if "/" in name else ("", "", name)
@@ -127,7 +128,7 @@ class ArmEvidence:
         # and scores (one batch of 300 texts is one request but 300 samples).
         requests = {key: fields.get("answered", 0) + fields.get("errors", 0) for key, fields in per_key.items()}
         texts = {key: sum(n for f, n in fields.items() if f.startswith("latency:")) for key, fields in per_key.items()}
-        by_request, by_text = key_weights(requests, max_key_share, floor), key_weights(texts, max_key_share, floor)
+        by_request, by_text = key_weights(requests, max_key_share), key_weights(texts, max_key_share)
         answered = errors = 0.0
         latency, scores = [0.0] * LATENCY_BUCKETS, [0.0] * SCORE_BINS
         for key, fields in per_key.items():
