@@ -10,7 +10,6 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 
 from service.store.base import (
-    AUTOMATIC_BY,
     EVIDENCE_TTL,
     FEEDBACK_PREFIX,
     HISTORY_KEEP,
@@ -18,6 +17,7 @@ from service.store.base import (
     Claim,
     Store,
     folded_hold,
+    is_automatic,
 )
 
 # Take the id if free and file it under its owner (a process), or return what holds it: one round
@@ -157,15 +157,16 @@ class RedisFeedback:
 
 # Compare-and-set of the rollout state and its history entry, in one round trip. Each entry gets
 # the next id of KEYS[3] (`"id":` is spliced into its JSON, which Python wrote as an object). The
-# history (KEYS[2]) keeps the newest ARGV[4] entries; admin changes (`by` other than ARGV[5], the
-# controller) are also kept in KEYS[4], so automatic entries never push one out of the history.
+# history (KEYS[2]) keeps the newest ARGV[4] entries; an admin change (ARGV[5] = "admin", decided in
+# Python: no JSON decoding in the script) is also kept in KEYS[4], so automatic entries never push
+# one out of the history.
 _NEW_ENTRY = """
 local function push(entry)
   local id = redis.call('INCR', KEYS[3])
   local stored = '{"id": ' .. id .. ', ' .. string.sub(entry, 2)
   redis.call('LPUSH', KEYS[2], stored)
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
-  if cjson.decode(entry)['by'] ~= ARGV[5] then
+  if ARGV[5] == 'admin' then
     redis.call('LPUSH', KEYS[4], stored)
     redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
   end
@@ -216,13 +217,15 @@ class RedisRollout:
         return json.loads(found) if found else None
 
     def write(self, expected_revision: int, state: dict, entry: dict) -> bool:
-        args = [expected_revision, json.dumps(state), json.dumps(entry), HISTORY_KEEP, AUTOMATIC_BY]
+        kind = "automatic" if is_automatic(entry) else "admin"
+        args = [expected_revision, json.dumps(state), json.dumps(entry), HISTORY_KEEP, kind]
         return bool(self._write(keys=self.keys, args=args))
 
     def record_hold(self, entry: dict) -> None:
         newest = self.client.lindex(self.keys[1], 0)
         folded = folded_hold(json.loads(newest) if newest else None, entry)
-        args = [newest or "", json.dumps(folded) if folded else "", json.dumps(entry), HISTORY_KEEP, AUTOMATIC_BY]
+        kind = "automatic" if is_automatic(entry) else "admin"
+        args = [newest or "", json.dumps(folded) if folded else "", json.dumps(entry), HISTORY_KEEP, kind]
         self._record_hold(keys=self.keys, args=args)
 
     def history(self, limit: int, before: int | None = None) -> list[dict]:
