@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -215,16 +216,20 @@ def serve() -> int:
         settings.grpc_threads,
         settings.graceful_timeout,
     )
+    exporter, metrics_port = None, settings.grpc_metrics_port
+    if metrics_port:  # this process has no HTTP server: /metrics gets a port of its own
+        # Bound first, so a taken port is one line at once, not a traceback after the models load.
+        try:
+            exporter = serve_metrics(host, metrics_port, service.metric_collectors, settings.metrics_token)
+        except OSError as exc:
+            sys.exit(f"Error: cannot serve metrics on {host}:{metrics_port}: {exc.strerror}")
+        log.info("metrics listening", extra={"port": metrics_port})
     server, health_servicer, bound = build_server(service, port, host, threads)
     set_health(health_servicer, False)  # up, but not serving until the models are warm
     server.start()
     log.info("gRPC listening", extra={"port": bound, "threads": threads})
     service.load_models()
     service.start_background()
-    exporter = None
-    if settings.grpc_metrics_port:  # this process has no HTTP server: /metrics gets a port of its own
-        exporter = serve_metrics(host, settings.grpc_metrics_port, service.metric_collectors, settings.metrics_token)
-        log.info("metrics listening", extra={"port": settings.grpc_metrics_port})
     set_health(health_servicer, True)
 
     stopped = threading.Event()

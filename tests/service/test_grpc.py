@@ -226,6 +226,30 @@ def test_the_grpc_process_serves_its_metrics_on_a_port_of_its_own():
     assert running.proc.returncode == 0 and "Traceback" not in running.output()
 
 
+def test_a_taken_metrics_port_is_one_line_at_start():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "TOXISERVE_GRPC_PORT": str(free_port()),
+            "TOXISERVE_GRPC_METRICS_PORT": str(port),
+            "TOXISERVE_BIND_HOST": "127.0.0.1",
+            "TOXISERVE_API_KEYS": f"tests:{API_KEY}",
+            "TOXISERVE_STORE_URL": isolated_store(),
+        }
+        result = subprocess.run(
+            procfile_command("grpc"), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert f"Error: cannot serve metrics on 127.0.0.1:{port}: Address already in use" in output
+    assert "models loaded" not in output  # said before the models load
+
+
 def test_not_ready_is_unavailable_and_health_flips(monkeypatch):
     release = threading.Event()
     real_load = ModelRegistry.load
