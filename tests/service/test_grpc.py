@@ -221,6 +221,14 @@ def test_the_grpc_process_serves_its_metrics_on_a_port_of_its_own():
         assert refused_scrape.status_code == 401 and refused_scrape.json()["error_code"] == "UNAUTHORIZED"
         elsewhere = requests.get(f"http://127.0.0.1:{metrics_port}/", headers=token, timeout=10)
         assert elsewhere.status_code == 404 and elsewhere.json()["error_code"] == "NOT_FOUND"
+        # A client that connects and stalls is served around, then dropped (not held for ever).
+        import socket
+
+        with socket.create_connection(("127.0.0.1", metrics_port)) as stalled:
+            stalled.sendall(b"GET /metrics HTTP/1.1\r\n")  # and nothing more
+            assert requests.get(url, headers=token, timeout=10).status_code == 200
+            stalled.settimeout(60)  # a bound on the test, far past the server's idle limit
+            assert stalled.recv(1024) == b""  # closed by the server
     finally:
         running.stop()
     assert running.proc.returncode == 0 and "Traceback" not in running.output()
