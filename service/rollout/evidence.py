@@ -76,23 +76,36 @@ def count_above(buckets: list[int], seconds: float) -> float:
     return above
 
 
-def key_weights(counts: dict[str, float], max_share: float | None) -> dict[str, float]:
+def key_weights(
+    counts: dict[str, float], max_share: float | None, answered: dict[str, float] | None = None
+) -> dict[str, float]:
     """The weight of each API key's evidence on an arm: 1, or less for a key whose count is more
     than `max_share` against everyone else's, so that it counts for at most
     max_share / (1 - max_share) times the other keys' counts together (at 0.5: as much as all of
     them). A key alone is all the traffic there is, and keeps its weight (so does everyone, with no
     cap); keys with nothing counted do not shrink anyone.
 
-    No floor: a busy key beside a sparse one weighs as little as the sparse one, so a plan holds
-    until the other keys together have half of min_requests (docs/rollouts.md). A floor at
-    min_requests was tried: it let a flooding key decide a step while the other keys had fewer."""
+    With `answered`, only keys that have answers weigh others down. A key whose requests all
+    fail (batches past their deadline) is capped against the others like any key, but it is no
+    traffic to measure anyone against: the error-rate guardrail compares its errors with its own
+    stable rate. So its failures cannot make a busy honest key count as little as they do.
+
+    No floor: a busy key beside a sparse key that has answers weighs as little as the sparse one, so
+    a plan holds until the other keys together have half of min_requests (docs/rollouts.md). A floor
+    at min_requests was tried: it let a flooding key decide a step while the other keys had fewer."""
     present = {key: n for key, n in counts.items() if n > 0}
-    if max_share is None or max_share >= 1 or len(present) < 2:
-        return dict.fromkeys(counts, 1.0)
-    total, ratio = sum(present.values()), max_share / (1 - max_share)
     weights = dict.fromkeys(counts, 1.0)
+    if max_share is None or max_share >= 1 or len(present) < 2:
+        return weights
+    peers = {key: n for key, n in present.items() if answered is None or answered.get(key, 0) > 0}
+    if not peers:  # every key's requests failed: they are measured against each other
+        peers = present
+    peer_total, ratio = sum(peers.values()), max_share / (1 - max_share)
     for key, n in present.items():
-        weights[key] = min(1.0, ratio * (total - n) / n)
+        others = peer_total - peers.get(key, 0)
+        if key in peers and len(peers) < 2:
+            continue  # the only key with answers: all the traffic there is
+        weights[key] = min(1.0, ratio * others / n)
     return weights
 
 
@@ -128,7 +141,8 @@ class ArmEvidence:
         # and scores (one batch of 300 texts is one request but 300 samples).
         requests = {key: fields.get("answered", 0) + fields.get("errors", 0) for key, fields in per_key.items()}
         texts = {key: sum(n for f, n in fields.items() if f.startswith("latency:")) for key, fields in per_key.items()}
-        by_request, by_text = key_weights(requests, max_key_share), key_weights(texts, max_key_share)
+        answers = {key: fields.get("answered", 0) for key, fields in per_key.items()}
+        by_request, by_text = key_weights(requests, max_key_share, answers), key_weights(texts, max_key_share)
         answered = errors = 0.0
         latency, scores = [0.0] * LATENCY_BUCKETS, [0.0] * SCORE_BINS
         for key, fields in per_key.items():

@@ -216,6 +216,25 @@ def test_no_key_counts_for_more_than_its_share_of_an_arms_evidence():
     assert key_weights({"a": 60, "b": 40}, None) == {"a": 1.0, "b": 1.0}
 
 
+def test_a_key_whose_requests_all_fail_weighs_no_one_down():
+    from service.rollout.evidence import ArmEvidence, key_weights
+
+    # 20 failing batches beside 900 honest answers: the busy key keeps its weight, the failing
+    # key is still capped against it (a flood of failures cannot dilute the error-rate tolerance).
+    weights = key_weights({"honest": 900, "failing": 20}, 0.5, answered={"honest": 900, "failing": 0})
+    assert weights == {"honest": 1.0, "failing": 1.0}
+    flood = key_weights({"honest": 100, "failing": 900}, 0.5, answered={"honest": 100, "failing": 0})
+    assert flood["honest"] == 1.0 and flood["failing"] * 900 == pytest.approx(100)
+    # one answer is enough to be traffic: then the sparse key weighs the busy one down (documented)
+    sparse = key_weights({"honest": 900, "probe": 20}, 0.5, answered={"honest": 900, "probe": 1})
+    assert sparse["honest"] * 900 == pytest.approx(20)
+    # everyone failing: measured against each other as before
+    assert key_weights({"a": 60, "b": 40}, 0.5, answered={})["a"] * 60 == pytest.approx(40)
+
+    arm = ArmEvidence.of({"honest/canary|answered": 900, "failing/canary|errors": 20}, "canary", 0.5)
+    assert arm.answered == 900 and arm.errors == 20 and arm.capped_keys == 0
+
+
 def test_a_flooding_key_counts_for_no_more_than_the_others_together():
     from service.rollout.evidence import ArmEvidence
 

@@ -1,4 +1,4 @@
-"""Four of the five rollout attacks of the adversarial probe (#25), replayed on a real gunicorn with an
+"""The five rollout attacks of the adversarial probe (#25), replayed on a real gunicorn with an
 ordinary key ("mallory") beside honest labelled traffic (the "tests" key, the only labeler). Each
 attack once decided the plan; now the verdict is the one honest traffic alone gives: the bad canary
 (v10, trained on inverted labels) is rolled back, and the good one (v2) is promoted.
@@ -6,9 +6,11 @@ attack once decided the plan; now the verdict is the one honest traffic alone gi
 The attacker does what the probe did: it picks request ids whose *unkeyed* sha256 falls on the
 canary arm (the old router), labels answers to suit itself (also on /v1/predict, never routed),
 sends texts on which the two versions disagree to the arm it wants, and sends OIP batches of 300
-texts to the canary's ids. (The fifth, batches that overrun the deadline, is not here: it can
-still roll a good canary back by chance, when its first failing batches land on the canary arm
-before any lands on the stable one; see #25.)
+texts to the canary's ids, and batches that overrun the deadline on either arm. Those failures once
+rolled a good canary back when the first of them landed on the canary by chance (each key's errors
+are now compared with its own stable rate), and, as a second key's few requests, they weighed the
+honest key down until the plan held past max_hold and rolled back (a key with no answers now
+weighs no one down).
 """
 
 from __future__ import annotations
@@ -160,6 +162,23 @@ def oip_batches_on_canary_ids(labelled):
     return attack
 
 
+def deadline_bound_batches(labelled):
+    """Attack 5: batches too long for the deadline, on canary ids: once the canary's errors alone."""
+    texts = [((text + " ") * 40)[:2000] for text, _ in labelled[:1000]]
+
+    def attack(session, url):
+        session.post(
+            f"{url}/v2/models/toxicity/infer",
+            json={
+                "id": unkeyed_canary_id(25),
+                "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}],
+            },
+            headers=MALLORY,
+        )
+
+    return attack
+
+
 # name: (canary, guardrails, the attack, the honest verdict). The first two isolate the labels (as
 # the probe's texts matched the score histograms, PSI is off there).
 LABELS_ONLY = {"min_feedback": 40, "max_score_psi": None}
@@ -168,6 +187,7 @@ ATTACKS = {
     "false-labels": ("v2", LABELS_ONLY, false_labels, "promoted"),
     "arm-steered-texts": ("v2", {}, lambda canary, labelled: arm_steered_texts(labelled), "promoted"),
     "oip-batches-on-canary-ids": ("v2", {}, lambda canary, labelled: oip_batches_on_canary_ids(labelled), "promoted"),
+    "deadline-bound-batches": ("v2", {}, lambda canary, labelled: deadline_bound_batches(labelled), "promoted"),
 }
 
 
@@ -177,15 +197,21 @@ def test_an_attack_does_not_change_the_verdict(name, plan_models, tweets):  # no
     attack = make_attack(canary, tweets)
     env = plan_env(isolated_store(), "toxiserve", plan_models)
     env["TOXISERVE_API_KEYS"] += f",mallory:{MALLORY_KEY}"
+    env["TOXISERVE_REQUEST_DEADLINE"] = "0.3"  # the fifth attack's batches overrun it
     with Server(env) as server:
         started = start_plan(server.url, {"canary": canary, **PLAN, "guardrails": guardrails})
         feedback = "min_feedback" in guardrails
-        with Traffic([server.url], tweets, feedback=feedback), Attacker(server.url, attack) as attacker:
+        # Two threads of batches, each running to the deadline: as many as there are workers.
+        threads = 2 if name == "deadline-bound-batches" else 5
+        with (
+            Traffic([server.url], tweets, feedback=feedback) as honest,
+            Attacker(server.url, attack, threads) as attacker,
+        ):
             try:
                 ended = finished(server.url)
             except AssertionError:
                 shown = requests.get(server.url + "/admin/rollout/plan", headers=ADMIN, timeout=30).json()
-                raise AssertionError(f"{name}: no decision: {shown}") from None
+                raise AssertionError(f"{name}: no decision ({honest.statuses} honest answers): {shown}") from None
         entries = decisions(server.url, started["id"])
     assert attacker.sent >= 5, "the attack never got going"
     assert ended["status"] == verdict, (name, ended["outcome"])
