@@ -24,7 +24,10 @@ class Call:
 
     transport: str
     request_id: str
-    client_request_id: bool = False  # the client chose the id, so it can come again (idempotency)
+    # What the client deduplicates on (the body's request_id, or Idempotency-Key): a retry with it
+    # is answered from the first answer. A correlation id (X-Request-ID) never is.
+    idempotency_key: str | None = None
+    correlation_id: str | None = None  # the client's X-Request-ID, echoed as it came
     started: float = field(default_factory=time.perf_counter)
     key_id: str | None = None
     model_version: str | None = None
@@ -39,4 +42,6 @@ class Call:
     def log_fields(self) -> dict:
         fields = {name: getattr(self, name) for name in LOGGED_FACTS if getattr(self, name) is not None}
         fields["request_id"] = self.request_id
+        if self.correlation_id is not None and self.correlation_id != self.request_id:
+            fields["correlation_id"] = self.correlation_id
         return fields

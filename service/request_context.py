@@ -1,4 +1,13 @@
-"""The request id: from the body, else the X-Request-ID header, else generated; echoed everywhere."""
+"""Request ids, kept apart as the field's conventions keep them (IETF httpapi idempotency-key draft):
+
+- `X-Request-ID` correlates: echoed as it came and logged, never deduplicated, so a gateway that
+  reuses one across different texts gets each answered;
+- the body's `request_id` (toxiserve's JSON routes; it wins when both are sent) or the
+  `Idempotency-Key` header deduplicates: a retry with it is answered from the first answer, and the
+  same key with another payload is 409;
+- the request id an answer carries is the body's `request_id`, else the Idempotency-Key, else the
+  X-Request-ID, else generated. The OIP `id` is only echoed: it is the request id, never a key.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,7 @@ from service.call import Call
 from shared_features.errors import UnprocessableError
 
 REQUEST_ID_HEADER = "X-Request-ID"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 # Printable, log-safe, bounded: ids end up in logs, headers and store keys. Checked with fullmatch:
 # `re.match` with `$` also accepts a final "\n", which then broke the answer's header (a 500).
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -25,27 +35,42 @@ def is_valid_request_id(value: str) -> bool:
 
 def begin_call() -> None:
     """before_request: the request's Call, with a usable id before the body is parsed, so early
-    errors carry one."""
-    header = request.headers.get(REQUEST_ID_HEADER)
-    valid = header is not None and is_valid_request_id(header)
-    g.call = Call("http", header if valid else uuid.uuid4().hex, client_request_id=valid)
-    g.malformed_request_id_header = header is not None and not valid
+    errors carry one. Malformed headers are refused once the route adopts its ids."""
+    correlation = _valid_header(REQUEST_ID_HEADER)
+    idempotency_key = _valid_header(IDEMPOTENCY_KEY_HEADER)
+    g.call = Call(
+        "http",
+        idempotency_key or correlation or uuid.uuid4().hex,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation,
+    )
 
 
-def adopt_request_id(body_value: str | None) -> str:
-    """The id an API call answers to: the body's wins over the header; a malformed one is a 422.
+def _valid_header(name: str) -> str | None:
+    value = request.headers.get(name)
+    if value is None or is_valid_request_id(value):
+        return value
+    g.setdefault("malformed_id_headers", []).append(name)
+    return None
 
-    Silently replacing a malformed id would break the client's retries (idempotency keys on it).
+
+def adopt_request_id(body_value: str | None, deduplicates: bool = True) -> str:
+    """The id an API call answers to: the body's wins over the headers; a malformed one is a 422.
+
+    With `deduplicates` (toxiserve's `request_id`), the body's id is also the idempotency key, over
+    an Idempotency-Key header; the OIP `id` is not. Silently replacing a malformed id would break
+    the client's retries.
     """
     call = g.call
+    malformed = g.get("malformed_id_headers")
+    if malformed:
+        raise UnprocessableError(f"{malformed[0]} must be {REQUEST_ID_RULE}", details={"request_id": ["malformed"]})
     if body_value is not None:
         if not is_valid_request_id(body_value):
             raise UnprocessableError(f"request_id must be {REQUEST_ID_RULE}", details={"request_id": ["malformed"]})
-        call.request_id, call.client_request_id = body_value, True
-    elif g.get("malformed_request_id_header"):
-        raise UnprocessableError(
-            f"{REQUEST_ID_HEADER} must be {REQUEST_ID_RULE}", details={"request_id": ["malformed"]}
-        )
+        call.request_id = body_value
+        if deduplicates:
+            call.idempotency_key = body_value
     return call.request_id
 
 
@@ -59,7 +84,8 @@ def current_request_id() -> str | None:
 
 
 def echo_request_id(response):
-    request_id = current_request_id()
-    if request_id:
-        response.headers[REQUEST_ID_HEADER] = request_id
+    """X-Request-ID on every answer: the client's own correlation id as it came, else the request id."""
+    call = current_call()
+    if call is not None:
+        response.headers[REQUEST_ID_HEADER] = call.correlation_id or call.request_id
     return response

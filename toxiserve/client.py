@@ -5,8 +5,9 @@
     client.predict("some text", version="v3")    # /v1/models/v3/predict: any version the rollout names
     client.batch_predict(["a", "b"], version="v3", on_error="item")
 
-Every retry of a call carries the same request_id, so the server's idempotency turns retries
-into replays: a call is answered once however often it is sent.
+Every retry of a call carries the same request_id (in the body, and as `Idempotency-Key` on a POST),
+so the server's idempotency turns retries into replays: a call is answered once however often it
+is sent. `X-Request-ID` carries it too, for correlation only.
 
 The retry budget (60 s by default) outlasts the longest the server can make a retry wait: a claim
 left by a dead host lives TOXISERVE_IDEMPOTENCY_PENDING_TTL (30 s; a dead worker's is released at
@@ -109,6 +110,8 @@ class ToxiserveClient:
 
     def _send(self, method: str, path: str, body: dict | None, request_id: str) -> dict[str, Any]:
         headers = {"X-API-Key": self.api_key, "X-Request-ID": request_id}
+        if body is not None:  # what deduplicates, beside the body's request_id (IETF httpapi draft)
+            headers["Idempotency-Key"] = request_id
         give_up_at = time.monotonic() + self.retry_budget
         for attempt in range(self.max_retries + 1):
             try:

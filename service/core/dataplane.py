@@ -148,7 +148,7 @@ class DataPlane:
                         self._shadow(call, chosen, texts, predictions)
                 return shape(predictions, chosen, call.request_id)
 
-            if not call.client_request_id:  # an id we generated can never repeat: nothing to deduplicate
+            if call.idempotency_key is None:  # no key to deduplicate on: each request is answered afresh
                 body = compute()
             else:
                 payload = {"texts": texts, "version": version, "single": single}
@@ -157,7 +157,7 @@ class DataPlane:
                 try:
                     body, replayed = service.idempotency.run_once(
                         call.key_id,
-                        call.request_id,
+                        call.idempotency_key,
                         operation,
                         payload,
                         compute,

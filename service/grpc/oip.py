@@ -3,8 +3,9 @@ in the gRPC process. Conversion only: admission, idempotency, routing and scorin
 
 Texts arrive as BYTES in `contents.bytes_contents` or in `raw_input_contents` (4-byte little-endian
 lengths); the answer comes in the form the request used: raw outputs for raw inputs (what
-tritonclient.grpc sends), typed contents otherwise. The request's `id` is the request id. The API
-key is the `x-api-key` metadata, as for Toxicity; health and metadata need none.
+tritonclient.grpc sends), typed contents otherwise. The request's `id` is the request id, only
+echoed (`idempotency-key` metadata deduplicates). The API key is the `x-api-key` metadata, as for
+Toxicity; health and metadata need none.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class OpenInference(open_inference_pb2_grpc.GRPCInferenceServiceServicer):
             self.transport.replayed_marker(context, call)
             return self._response(answer, names, raw)
 
-        return self.transport.run("ModelInfer", request.id, context, handle)
+        return self.transport.run("ModelInfer", request.id, context, handle, deduplicates=False)
 
     # -- conversion ------------------------------------------------------------------------------
 

@@ -64,15 +64,21 @@ class GrpcTransport:
         self.service = service
         self.dataplane = service.dataplane
 
-    def run(self, method: str, request_id: str, context, handle, authenticate: bool = True):
-        call = Call("grpc", request_id or uuid.uuid4().hex, client_request_id=bool(request_id))
+    def run(self, method: str, request_id: str, context, handle, authenticate: bool = True, deduplicates: bool = True):
+        """`request_id`: the message's id; with `deduplicates` (toxiserve's request_id) also its
+        idempotency key. The OIP `id` is only echoed; `idempotency-key` metadata deduplicates any call."""
+        metadata = dict(context.invocation_metadata())
+        header_key = metadata.get("idempotency-key")
+        # toxiserve's request_id wins over the metadata, as the body's does over the HTTP header
+        idempotency_key = request_id if deduplicates and request_id else header_key
+        call = Call("grpc", request_id or header_key or uuid.uuid4().hex, idempotency_key=idempotency_key)
         code, status = grpc.StatusCode.OK, 200
         try:
             if authenticate:
-                metadata = dict(context.invocation_metadata())
                 self.dataplane.authenticate(call, metadata.get("x-api-key"), peer_address(context.peer()))
-            if request_id and not is_valid_request_id(request_id):
-                raise UnprocessableError(f"request_id must be {REQUEST_ID_RULE}")
+            for value in (request_id, header_key):
+                if value and not is_valid_request_id(value):
+                    raise UnprocessableError(f"request_id and idempotency-key must be {REQUEST_ID_RULE}")
             return handle(call)
         except ToxiserveError as error:
             call.error_code, status = error.error_code, error.status

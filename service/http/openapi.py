@@ -70,7 +70,7 @@ def _responses(ok: dict, raised: tuple, error_schema: str = "Error") -> dict:
             by_status[error_class.status].append(error_class.error_code)
     responses = {"200": ok}
     for status, codes in sorted(by_status.items()):
-        headers = {"X-Request-ID": _header("the request id (echoed, or generated)")}
+        headers = {"X-Request-ID": _header("the client's X-Request-ID as it came, else the request id")}
         if status in RETRY_HINTED:
             headers["Retry-After"] = _header(f"seconds to wait before retrying ({RETRY_HINTED[status]})", "integer")
         if status == 405:
@@ -106,11 +106,26 @@ def _path_parameters(path: str, settings) -> list[dict]:
     ]
 
 
+def _id_headers() -> list[dict]:
+    """The two request ids a scoring call may carry, kept apart (service.request_context)."""
+    schema = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": REQUEST_ID_SCHEMA_PATTERN}
+    described = {
+        "X-Request-ID": "a correlation id: echoed as it came and logged, never deduplicated",
+        "Idempotency-Key": "deduplicates, like the body's request_id (which wins when both are sent): "
+        "a retry is answered from the first answer, another payload under it is 409",
+    }
+    return [
+        {"name": name, "in": "header", "required": False, "description": text, "schema": schema}
+        for name, text in described.items()
+    ]
+
+
 def _scoring(summary: str, request: str, response: str, raised: tuple, error_schema: str = "Error") -> dict:
     return {
         "post": {
             "summary": summary,
             "security": [{"ApiKey": []}],
+            "parameters": _id_headers(),
             "requestBody": {"required": True, **_json(request)},
             "responses": _responses(_ok(response, rate_limited=True), raised, error_schema),
         }
@@ -466,7 +481,7 @@ def _build(limits: tuple[int, int, int]) -> dict:
         ),
     ):
         operation = _scoring(summary, request, response, (*raised, errors.NotFoundError))
-        operation["post"]["parameters"] = _path_parameters(path, settings)
+        operation["post"]["parameters"] += _path_parameters(path, settings)
         spec.path(path, operations=operation)
     oip_infer_errors = (*batch_errors, errors.NotFoundError)
     for path, summary in (
@@ -474,7 +489,7 @@ def _build(limits: tuple[int, int, int]) -> dict:
         ("/v2/models/{model_name}/versions/{version}/infer", "OIP inference with one model version"),
     ):
         operation = _scoring(summary, "InferRequest", "InferResponse", oip_infer_errors, "OipError")
-        operation["post"]["parameters"] = _path_parameters(path, settings)
+        operation["post"]["parameters"] += _path_parameters(path, settings)
         operation["post"]["description"] = (
             "Open Inference Protocol (kserve/open-inference-protocol, inference_rest.md) with the binary tensor data "
             "extension: a body of JSON then raw tensors, split by the Inference-Header-Content-Length header."

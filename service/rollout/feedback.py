@@ -2,7 +2,7 @@
 
 `POST /v1/feedback` with `{"request_id", "label": "toxic"|"clean"}` (or `{"items": [...]}`), sent
 with the key that made the request. The answer is read from that key's idempotency record (so only
-requests sent with a `request_id` can be labelled, for as long as their answer is kept:
+requests sent with a `request_id` or an Idempotency-Key can be labelled, for as long as their answer is kept:
 TOXISERVE_IDEMPOTENCY_TTL), never from the client: the version, label and score are what the service
 said. The first label for a request stands; a second is 409 FEEDBACK_CONFLICT. Counts per (version,
 rollout revision, predicted, actual) live in the shared store, so every host's labels count.
@@ -56,7 +56,7 @@ class Feedback:
         if stored is None:
             raise UnknownRequestError(
                 f"no answer is kept for request_id {request_id!r} under this key: only requests sent with a "
-                "request_id can be labelled, until their answer expires",
+                "request_id (or Idempotency-Key) can be labelled, until their answer expires",
                 details={"request_id": [request_id]},
             )
         answer = json.loads(stored)

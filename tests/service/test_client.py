@@ -153,7 +153,7 @@ def test_an_answer_cut_mid_body_is_retried_under_the_same_request_id():
                 request = b""
                 while b"\r\n\r\n" not in request:
                     request += conn.recv(65536)
-                seen.append(re.search(rb"X-Request-ID: (\S+)", request).group(1))
+                seen.append(re.search(rb"Idempotency-Key: (\S+)", request).group(1))
                 if attempt == 0:  # cut: chunked headers and half a chunk, then gone
                     conn.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"

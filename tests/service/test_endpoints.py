@@ -67,7 +67,10 @@ def test_batch_at_the_limit_is_accepted(client):
 
 def test_request_id_sources(client):
     from_body = post(client, "/v1/predict", {"text": "hi there", "request_id": "body-id"}, {"X-Request-ID": "hdr-id"})
-    assert from_body.json["request_id"] == "body-id" and from_body.headers["X-Request-ID"] == "body-id"
+    # X-Request-ID correlates: echoed as it came, even when the body names the request
+    assert from_body.json["request_id"] == "body-id" and from_body.headers["X-Request-ID"] == "hdr-id"
+    keyed = post(client, "/v1/predict", {"text": "hi there"}, {"Idempotency-Key": "idem-id"})
+    assert keyed.json["request_id"] == keyed.headers["X-Request-ID"] == "idem-id"
     from_header = post(client, "/v1/predict", {"text": "hi there"}, {"X-Request-ID": "hdr-id"})
     assert from_header.json["request_id"] == "hdr-id" and from_header.headers["X-Request-ID"] == "hdr-id"
     generated = post(client, "/v1/predict", {"text": "hi there"})

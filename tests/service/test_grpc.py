@@ -179,6 +179,18 @@ def test_idempotency_replay_and_conflict(server):
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS and trailing(error)["error-code"] == "IDEMPOTENCY_CONFLICT"
 
 
+def test_idempotency_key_metadata_deduplicates_without_a_request_id(server):
+    keyed = (*KEY, ("idempotency-key", "gi-meta-1"))
+    first = server.stub.Predict(pb.PredictRequest(text="same"), metadata=keyed)
+    again, call = server.stub.Predict.with_call(pb.PredictRequest(text="same"), metadata=keyed)
+    assert again == first and first.request_id == "gi-meta-1"
+    assert dict(call.trailing_metadata())["idempotent-replayed"] == "true"
+    error = call_error(server.stub.Predict, pb.PredictRequest(text="other"), metadata=keyed)
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    bad = call_error(server.stub.Predict, pb.PredictRequest(text="x"), metadata=(*KEY, ("idempotency-key", "a b")))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_message_size_is_capped(server):
     error = call_error(server.stub.BatchPredict, pb.BatchPredictRequest(texts=["x" * 1000] * 5000), metadata=KEY)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -105,11 +105,42 @@ def test_services_sharing_a_store_keep_their_ids_apart(store_url, namespace):
     assert "Idempotent-Replayed" not in second.headers
 
 
-def test_header_request_id_is_deduplicated_too(store_url, namespace):
+def test_idempotency_key_header_is_deduplicated(store_url, namespace):
     client = guarded_app(store_url, namespace).test_client()
-    one = post(client, "/v1/batch_predict", {"texts": ["a b", "c d"]}, {"X-Request-ID": "hdr-idem"})
-    two = post(client, "/v1/batch_predict", {"texts": ["a b", "c d"]}, {"X-Request-ID": "hdr-idem"})
+    one = post(client, "/v1/batch_predict", {"texts": ["a b", "c d"]}, {"Idempotency-Key": "hdr-idem"})
+    two = post(client, "/v1/batch_predict", {"texts": ["a b", "c d"]}, {"Idempotency-Key": "hdr-idem"})
     assert one.json == two.json and two.headers["Idempotent-Replayed"] == "true"
+    other = post(client, "/v1/batch_predict", {"texts": ["e f"]}, {"Idempotency-Key": "hdr-idem"})
+    assert other.status_code == 409 and other.json["error_code"] == "IDEMPOTENCY_CONFLICT"
+
+
+def test_a_reused_correlation_id_is_never_deduplicated(store_url, namespace):
+    """A gateway that reuses X-Request-ID across texts gets each answered (it was 200, then 409 for 24 h)."""
+    client = guarded_app(store_url, namespace).test_client()
+    headers = {"X-Request-ID": "gateway-trace-1"}
+    first = post(client, "/v1/predict", {"text": "have a lovely day"}, headers)
+    second = post(client, "/v1/predict", {"text": "you stupid idiot"}, headers)
+    assert first.status_code == second.status_code == 200
+    assert "Idempotent-Replayed" not in second.headers and second.headers["X-Request-ID"] == "gateway-trace-1"
+    assert first.json["score"] != second.json["score"]
+    # the same for OIP: its `id` is only echoed
+    infer = {"id": "oip-1", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello there"]}]}
+    again = {**infer, "inputs": [{**infer["inputs"][0], "data": ["you stupid idiot"]}]}
+    answers = [post(client, "/v2/models/toxicity/infer", body) for body in (infer, again)]
+    assert [a.status_code for a in answers] == [200, 200] and [a.json["id"] for a in answers] == ["oip-1"] * 2
+    assert "Idempotent-Replayed" not in answers[1].headers
+
+
+def test_the_bodys_request_id_wins_over_idempotency_key(store_url, namespace):
+    client = guarded_app(store_url, namespace).test_client()
+    first = post(client, "/v1/predict", {"text": "a", "request_id": "one"}, {"Idempotency-Key": "two"})
+    assert first.status_code == 200 and first.json["request_id"] == "one"
+    replay = post(client, "/v1/predict", {"text": "a", "request_id": "one"})
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    fresh = post(client, "/v1/predict", {"text": "b"}, {"Idempotency-Key": "two"})  # "two" was never a key
+    assert fresh.status_code == 200 and "Idempotent-Replayed" not in fresh.headers
+    malformed = post(client, "/v1/predict", {"text": "a"}, {"Idempotency-Key": "bad key!"})
+    assert malformed.status_code == 422 and "Idempotency-Key" in malformed.json["message"]
 
 
 @pytest.mark.parametrize(

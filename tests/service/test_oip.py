@@ -110,11 +110,16 @@ def test_infer_needs_a_key_but_metadata_does_not(oip_client):
     assert oip_client.get("/v2/models/toxicity").status_code == 200
 
 
-def test_oip_id_is_the_idempotency_key(oip_client):
-    first = post(oip_client, "/v2/models/toxicity/infer", spec_request(TEXTS, id="oip-idem"))
-    again = post(oip_client, "/v2/models/toxicity/infer", spec_request(TEXTS, id="oip-idem"))
-    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
-    conflict = post(oip_client, "/v2/models/toxicity/infer", spec_request(["other"], id="oip-idem"))
+def test_oip_id_is_echoed_and_idempotency_key_deduplicates(oip_client):
+    first = post(oip_client, "/v2/models/toxicity/infer", spec_request(TEXTS, id="oip-id"))
+    other = post(oip_client, "/v2/models/toxicity/infer", spec_request(["other"], id="oip-id"))
+    assert first.status_code == other.status_code == 200 and first.json["id"] == other.json["id"] == "oip-id"
+    assert "Idempotent-Replayed" not in other.headers
+    keyed = {"Idempotency-Key": "oip-idem"}
+    once = post(oip_client, "/v2/models/toxicity/infer", spec_request(TEXTS, id="a"), headers=keyed)
+    again = post(oip_client, "/v2/models/toxicity/infer", spec_request(TEXTS, id="a"), headers=keyed)
+    assert again.json == once.json and again.headers["Idempotent-Replayed"] == "true"
+    conflict = post(oip_client, "/v2/models/toxicity/infer", spec_request(["other"]), headers=keyed)
     assert conflict.status_code == 409 and conflict.json["error_code"] == "IDEMPOTENCY_CONFLICT"
 
 

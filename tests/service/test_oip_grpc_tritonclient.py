@@ -96,10 +96,13 @@ def test_refusals_as_status_codes(client):
     assert limited.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
 
 
-def test_request_id_replays(client):
-    first = client.infer("toxicity", [text_input(TEXTS)], request_id="grpc-oip-once", headers=KEY)
-    again = client.infer("toxicity", [text_input(TEXTS)], request_id="grpc-oip-once", headers=KEY)
+def test_idempotency_key_metadata_replays_and_the_id_is_only_echoed(client):
+    keyed = {**KEY, "idempotency-key": "grpc-oip-once"}
+    first = client.infer("toxicity", [text_input(TEXTS)], request_id="grpc-oip-1", headers=keyed)
+    again = client.infer("toxicity", [text_input(TEXTS)], request_id="grpc-oip-1", headers=keyed)
     assert np.array_equal(first.as_numpy("score"), again.as_numpy("score"))
     with pytest.raises(InferenceServerException) as conflict:
-        client.infer("toxicity", [text_input(TEXTS[:1])], request_id="grpc-oip-once", headers=KEY)
+        client.infer("toxicity", [text_input(TEXTS[:1])], request_id="grpc-oip-1", headers=keyed)
     assert conflict.value.status() == "StatusCode.ALREADY_EXISTS"
+    other = client.infer("toxicity", [text_input(TEXTS[:1])], request_id="grpc-oip-1", headers=KEY)
+    assert other.get_response().id == "grpc-oip-1" and other.as_numpy("score").shape == (1,)

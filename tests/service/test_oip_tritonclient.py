@@ -84,12 +84,19 @@ def test_shape_n_by_1_and_the_router(client, reference_proba):
     assert np.max(np.abs(result.as_numpy("score") - expected(reference_proba, version))) <= 1e-12
 
 
-def test_request_id_replays_the_same_answer(client):
-    first = client.infer("toxicity", [text_input(TEXTS)], request_id="triton-once", headers={"X-API-Key": KEY})
-    again = client.infer("toxicity", [text_input(TEXTS)], request_id="triton-once", headers={"X-API-Key": KEY})
-    assert first.get_response()["id"] == "triton-once"
+def test_idempotency_key_replays_the_same_answer_and_the_id_is_only_echoed(client):
+    keyed = {"X-API-Key": KEY, "Idempotency-Key": "triton-once"}
+    first = client.infer("toxicity", [text_input(TEXTS)], request_id="triton-1", headers=keyed)
+    again = client.infer("toxicity", [text_input(TEXTS)], request_id="triton-1", headers=keyed)
+    assert first.get_response()["id"] == "triton-1"
     assert np.array_equal(first.as_numpy("score"), again.as_numpy("score"))
     assert first.get_response()["model_version"] == again.get_response()["model_version"]
+    with pytest.raises(InferenceServerException) as conflict:
+        client.infer("toxicity", [text_input(TEXTS[:1])], headers=keyed)
+    assert conflict.value.status() == "409"
+    # the same id with other texts: a correlation id, answered afresh
+    other = client.infer("toxicity", [text_input(TEXTS[:1])], request_id="triton-1", headers={"X-API-Key": KEY})
+    assert other.get_response()["id"] == "triton-1" and other.as_numpy("score").shape == (1,)
 
 
 def test_metadata_health_and_refusals(client):

@@ -5,8 +5,8 @@ tensor data extension that tritonclient uses by default: `Inference-Header-Conte
 body into its JSON header and raw tensors, `binary_data_size` sizes an input or output, and
 `binary_data` / `binary_data_output` ask for binary outputs. Bodies come as application/json,
 application/octet-stream, or with no Content-Type at all. Errors take the spec's shape
-{"error": "..."} (with our error_code and request_id beside it). The OIP `id` is the request id:
-it gets the same idempotency as everywhere else.
+{"error": "..."} (with our error_code and request_id beside it). The OIP `id` is the request id,
+only echoed (the spec gives it no other meaning); an `Idempotency-Key` header deduplicates.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def _render(answer: dict, names: list[str], binary: set[str]) -> Response:
 def _infer(model_name: str, version: str | None):
     _model_name_checked(model_name)
     body, binary = _request()
-    adopt_request_id(body.get("id"))
+    adopt_request_id(body.get("id"), deduplicates=False)
     texts = _texts(body, binary)
     names = wanted_outputs([o["name"] for o in body.get("outputs") or []])
     shape = infer_answer(state().settings.model_name)
