@@ -4,11 +4,13 @@ Features: text length (characters), out-of-vocabulary token rate (the model's ow
 vocabulary), and the score. Each is binned at the reference deciles; the population stability
 index compares live bin shares with the reference's. Rule of thumb: < 0.1 stable, 0.1-0.25 a
 shift worth a look, > 0.25 a major shift.
+
+One PSI formula serves everything: `psi` here, the rollout's score guardrail, `batchjob drift`, the
+service's report and the Prometheus recording rule (deploy/prometheus/alerts.yml), which computes it
+over a recent window from the bin counters and `drift_reference_share` (`smoothed_shares`).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -17,7 +19,9 @@ from .artifacts import LoadedModel
 FEATURES = ("text_length", "oov_rate", "score")
 DEFAULT_PSI_THRESHOLD = 0.2
 MIN_SAMPLES = 100  # below this a PSI is noise: reported as null
-_EPSILON = 1e-4  # share floor, so an empty bin gives a large but finite PSI
+# Added to every bin's count before shares are taken, so an empty bin gives a large but finite PSI
+# (no log of 0), and a bin's weight fades as counts grow.
+PSI_SMOOTHING = 0.5
 
 
 def oov_rates(model: LoadedModel, normalised: list[str]) -> np.ndarray:
@@ -64,15 +68,21 @@ def reference_profile(values: dict[str, np.ndarray], sample: str, bins: int = 10
     return {"sample": sample, "rows": int(len(values["score"])), "features": features}
 
 
-def psi(expected: list[float], counts: list[float]) -> float | None:
-    total = float(sum(counts))
-    if total < MIN_SAMPLES:
-        return None
-    value = 0.0
-    for share, count in zip(expected, counts, strict=True):
-        e, a = max(share, _EPSILON), max(count / total, _EPSILON)
-        value += (a - e) * math.log(a / e)
-    return round(value, 6)
+def smoothed_shares(counts) -> np.ndarray:
+    """A histogram's bin shares, each bin's count plus PSI_SMOOTHING."""
+    smoothed = np.asarray(counts, dtype=float) + PSI_SMOOTHING
+    return smoothed / smoothed.sum()
+
+
+def psi(actual, expected) -> float:
+    """Population stability index of two histograms of counts over the same bins."""
+    a, e = smoothed_shares(actual), smoothed_shares(expected)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def reference_counts(profile: dict, feature: str) -> np.ndarray:
+    """A feature's training histogram as counts (its shares times the rows profiled)."""
+    return np.asarray(profile["features"][feature]["expected"], dtype=float) * profile["rows"]
 
 
 def drift_report(profile: dict, counts: dict[str, list[float]], threshold: float = DEFAULT_PSI_THRESHOLD) -> dict:
@@ -82,7 +92,7 @@ def drift_report(profile: dict, counts: dict[str, list[float]], threshold: float
     for name, reference in profile["features"].items():
         observed = list(counts.get(name, [0] * len(reference["expected"])))
         samples = max(samples, int(sum(observed)))
-        value = psi(reference["expected"], observed)
+        value = round(psi(observed, reference_counts(profile, name)), 6) if sum(observed) >= MIN_SAMPLES else None
         total = sum(observed) or 1
         features[name] = {
             "psi": value,

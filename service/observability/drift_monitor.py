@@ -1,8 +1,11 @@
 """The live drift profile per model version, kept in shared Prometheus counters (one per bin).
 
 Counts go through the same multiprocess files as every metric, so every worker sees the sum of
-all workers' observations: the live profile is shared without another store. It covers traffic
-since the service started (the metrics directory is wiped at start-up).
+all workers' observations: the live profile is shared without another store. The report and the
+`drift_psi` gauge cover traffic since the service started (the metrics directory is wiped at
+start-up). The recent window is Prometheus's: a recording rule takes `increase()` of the bin
+counters over it and compares it with `drift_reference_share` by the same formula
+(deploy/prometheus/alerts.yml), and the alert compares that with `drift_psi_threshold`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from service.observability import metrics
 from shared_features import LoadedModel
-from shared_features.drift import FEATURES, bin_counts, drift_report, feature_values
+from shared_features.drift import FEATURES, bin_counts, drift_report, feature_values, reference_counts, smoothed_shares
 
 
 class DriftMonitor:
@@ -85,15 +88,26 @@ class DriftMonitor:
             def collect(self):
                 family = GaugeMetricFamily(
                     "drift_psi",
-                    "Population stability index of live data vs the training "
+                    "Population stability index of live data since start vs the training "
                     "reference (absent below the minimum sample)",
                     labels=["model_version", "feature"],
+                )
+                shares = GaugeMetricFamily(
+                    "drift_reference_share",
+                    "Training share of each drift bin, smoothed as the PSI smooths it (for windowed PSI in PromQL)",
+                    labels=["model_version", "feature", "bin"],
                 )
                 for version, model in monitor.models.items():
                     report = monitor.report(model, threshold)
                     for feature, result in report.get("features", {}).items():
                         if result["psi"] is not None:
                             family.add_metric([version, feature], result["psi"])
+                    profile = model.manifest.get("reference_profile")
+                    for feature in profile["features"] if profile else ():
+                        for index, share in enumerate(smoothed_shares(reference_counts(profile, feature))):
+                            shares.add_metric([version, feature, str(index)], float(share))
                 yield family
+                yield shares
+                yield GaugeMetricFamily("drift_psi_threshold", "TOXISERVE_DRIFT_PSI_THRESHOLD", value=threshold)
 
         return DriftCollector()

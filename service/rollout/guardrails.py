@@ -12,7 +12,7 @@ never passes it) or `off`. Every bound has a default (DEFAULTS); null in a plan 
   more than 5 % of the canary's answers are slower than that bound (Wilson 95 % lower bound above
   5 %); a p95 over the bound without that holds the step (a few slow answers at small counts).
 - score drift: PSI of the canary's score histogram against the stable's (10 equal-width bins,
-  +0.5 per bin) <= max_score_psi, both with min_requests scores.
+  +0.5 per bin: shared_features.drift.psi, the one formula) <= max_score_psi, both with min_requests scores.
 - feedback (off until min_feedback is set): with min_feedback labels on both versions since the
   plan began, a non-inferiority test on macro-F1. The 95 % percentile-bootstrap interval of
   (canary - stable) macro-F1 (2,000 multinomial resamples of each confusion matrix, seed 0): its
@@ -29,6 +29,7 @@ import numpy as np
 
 from service.rollout.evidence import ArmEvidence, count_above, quantile
 from service.rollout.quality import BOOTSTRAP_RESAMPLES, LABELS, _f1s, wilson
+from shared_features.drift import psi
 
 PASS, FAIL, INSUFFICIENT, OFF = "pass", "fail", "insufficient", "off"
 
@@ -46,7 +47,6 @@ DEFAULTS = {
     # No API key's requests count for more than half of an arm's evidence (evidence.key_weights).
     "max_key_share": 0.5,
 }
-PSI_SMOOTHING = 0.5
 Z_95 = 1.96
 LATENCY_QUANTILE = 0.95
 
@@ -140,14 +140,6 @@ def carried(name: str, bound: float | None) -> dict:
     if bound is None:
         return _report(name, OFF)
     return _report(name, PASS, None, bound, carried="passed at the steps before, on traffic both arms shared")
-
-
-def psi(actual: list[int], expected: list[int]) -> float:
-    """Population stability index of two histograms, each bin smoothed by +0.5 (no log of 0)."""
-    a = np.asarray(actual, dtype=float) + PSI_SMOOTHING
-    e = np.asarray(expected, dtype=float) + PSI_SMOOTHING
-    a, e = a / a.sum(), e / e.sum()
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 def score_drift(canary: ArmEvidence, stable: ArmEvidence, bound: float | None, min_requests: int) -> dict:

@@ -81,3 +81,23 @@ def test_unknown_version_is_404():
     client = make_app().test_client()
     response = client.get("/v1/models/v9/drift", headers=AUTH)
     assert response.status_code == 404 and response.json["error_code"] == "NOT_FOUND"
+
+
+def test_one_psi_formula_for_drift_and_the_rollout_guardrail():
+    """It was two (5.26 and 8.28 on the same histograms): the report, the guardrail and the
+    exported reference shares now agree."""
+    from service.rollout import guardrails
+    from shared_features.drift import reference_counts
+
+    client = make_app().test_client()
+    post(client, "/v1/batch_predict", {"texts": gibberish(150, seed=2)})
+    report = drift_of(client)
+    profile = client.application.extensions["toxiserve"].inference.model("v1").manifest["reference_profile"]
+    for feature, result in report["features"].items():
+        reference = reference_counts(profile, feature)
+        assert result["psi"] == pytest.approx(guardrails.psi(result["counts"], reference), abs=1e-6)
+    scraped = scrape(client)
+    labels = {"model_version": "v1", "feature": "score"}
+    shares = [value(scraped, "drift_reference_share", **labels, bin=str(i)) for i in range(3)]
+    assert all(0 < share < 1 for share in shares)
+    assert value(scraped, "drift_psi_threshold") == report["threshold"]
