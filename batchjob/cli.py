@@ -24,6 +24,7 @@ from shared_features.layout import DATA_FORMATS, DEFAULT_MODEL_ROOT, VERSION_POL
 from shared_features.presets import PRESETS, resolve_params
 from shared_features.text import MAX_TEXT_CHARS
 
+from .options import model_version_option
 from .progress import data_root_option, stage
 
 DEFAULT_PSI_THRESHOLD = 0.2  # shared_features.drift's; a test holds them equal
@@ -73,7 +74,7 @@ class JobGroup(click.Group):
     help="Refuse or only warn when a model was trained with other library versions.",
 )
 @click.option("--debug", is_flag=True, envvar="TOXISERVE_DEBUG", help="Show tracebacks on failure.")
-# The package's version here; a subcommand's --version names a model version.
+# The package's version here; a subcommand's --model-version (once --version) names a model version.
 @click.version_option(package_name="toxiserve", prog_name="batchjob")
 @click.pass_context
 def cli(ctx: click.Context, model_dir: Path, on_version_mismatch: str, debug: bool) -> None:
@@ -138,7 +139,7 @@ def _parse_params(ctx, param, value: str | None) -> dict | None:
 )
 @data_root_option
 @click.option("--name", required=True, help="Model name (a directory under the model root).")
-@click.option("--version", "version", required=True, help="Model version, e.g. v3; artifacts are immutable.")
+@model_version_option("Model version, e.g. v3; artifacts are immutable.")
 @click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
@@ -226,7 +227,7 @@ def train(
 
 @cli.command()
 @click.option("--name", default="toxicity", show_default=True, help="Model name.")
-@click.option("--version", "version", required=True, help="Model version to add a data-only scorer to.")
+@model_version_option("Model version to add a data-only scorer to.")
 @click.option(
     "--data",
     "data_path",
@@ -260,7 +261,7 @@ def input_options(command):
         click.option(
             "--model", default="toxicity", show_default=True, envvar="TOXISERVE_MODEL_NAME", help="Model name."
         ),
-        click.option("--version", "version", default="v1", show_default=True, help="Model version."),
+        model_version_option("Model version.", default="v1"),
         click.option("--text-column", default="text", show_default=True, help="Column holding the text."),
         click.option(
             "--format",

@@ -10,12 +10,13 @@ import click
 
 from shared_features.layout import DEFAULT_MODEL_ROOT
 
+from .options import model_version_option
 from .progress import data_root_option, stage
 
 
 @click.command()
 @click.option("--name", default="toxicity", show_default=True, help="Model name.")
-@click.option("--version", "version", required=True, help="Model version to evaluate, e.g. v3.")
+@model_version_option("Model version to evaluate, e.g. v3.")
 @click.option(
     "--data-spec",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -49,7 +49,7 @@ def build_models(root: Path) -> Path:
     models = root / "models"
     shutil.copytree(REPO / "models", models)
     subprocess.run(
-        [str(BIN / "batchjob"), "train", "--data", str(DATASET), "--name", "toxicity", "--version", "v10"]
+        [str(BIN / "batchjob"), "train", "--data", str(DATASET), "--name", "toxicity", "--model-version", "v10"]
         + ["--preset", "word-ngrams", "--positive-labels", "0", "--threshold", "0.5", "--output-dir", str(models)],
         check=True,
         capture_output=True,

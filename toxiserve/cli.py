@@ -209,6 +209,18 @@ def _plan_table(plan: dict) -> str:
     return "\n".join(lines)
 
 
+def _plan_progress(plan: dict) -> str:
+    """One line of a running plan: its step, each guardrail's status, and what the next decision waits for."""
+    step = plan["current_step"]
+    checks = ", ".join(f"{c['guardrail']} {c['status']}" for c in plan.get("evaluation") or [])
+    upcoming = plan.get("next_decision") or {}
+    return (
+        f"step {step['index'] + 1}/{len(plan['steps'])} at {step['percent']:g} %, "
+        f"{step['canary_requests']} canary requests: {checks or 'not evaluated yet'}; "
+        f"next {upcoming.get('decision', '?')}"
+    )
+
+
 @rollout.group()
 def plan() -> None:
     """An automatic rollout: the canary through traffic steps, promoted or rolled back on evidence."""
@@ -270,7 +282,13 @@ def start(admin: Admin, canary, steps, step_seconds, min_requests, interval_seco
 def plan_status(admin: Admin, wait: bool, poll_seconds: float) -> None:
     """The plan, its step, and each guardrail's value against its bound."""
     found = admin.call("GET", "/admin/rollout/plan")
+    shown = None
     while wait and found["status"] == "running":
+        # The live step and guardrails on stderr, one line when they change: never silent for minutes.
+        line = _plan_progress(found)
+        if line != shown:
+            click.echo(line, err=True)
+            shown = line
         time.sleep(poll_seconds)
         found = admin.call("GET", "/admin/rollout/plan")
     _show(admin, found, _plan_table)

@@ -56,7 +56,7 @@ def data_root(tmp_path_factory):
 
 def run_train(runner, out, *sources: str, version: str = "v1", name: str = "t"):
     """`batchjob train SOURCES... --name NAME --version VERSION --output-dir OUT` in-process."""
-    return runner.invoke(cli, ["train", *sources, "--name", name, "--version", version, "--output-dir", str(out)])
+    return runner.invoke(cli, ["train", *sources, "--name", name, "--model-version", version, "--output-dir", str(out)])
 
 
 def train_spec(runner, data_root, out, *extra):
@@ -68,7 +68,7 @@ def train_spec(runner, data_root, out, *extra):
         str(data_root),
         "--name",
         "toxicity",
-        "--version",
+        "--model-version",
         "v1",
         "--preset",
         "robust-words",
@@ -164,7 +164,7 @@ def test_evaluate_writes_figures_and_a_card(runner, trained, data_root):
             "--model-dir",
             str(trained),
             "evaluate",
-            "--version",
+            "--model-version",
             "v1",
             "--data-spec",
             str(data_root / "spec.json"),
@@ -215,7 +215,7 @@ def test_subprocess_train_and_evaluate(data_root, tmp_path):
         *common,
         "--name",
         "toxicity",
-        "--version",
+        "--model-version",
         "v7",
         "--preset",
         "robust-words",
@@ -229,7 +229,7 @@ def test_subprocess_train_and_evaluate(data_root, tmp_path):
         "--model-dir",
         str(tmp_path),
         "evaluate",
-        "--version",
+        "--model-version",
         "v7",
         "--data-spec",
         str(data_root / "spec.json"),

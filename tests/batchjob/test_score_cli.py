@@ -79,7 +79,7 @@ def test_v2_keep_text_and_summary_file(runner, tmp_path, shipped_registry):
         source,
         "--output",
         output,
-        "--version",
+        "--model-version",
         "v2",
         "--keep-text",
         "--summary",
@@ -184,7 +184,7 @@ def corrupt_parquet(tmp_path):
         (lambda p: p / "missing.csv", [], "no such file"),
         (corrupt_parquet, [], "cannot read"),
         (lambda p: make_input(p, "csv")[0], ["--text-column", "body"], "input has no column 'body'"),
-        (lambda p: make_input(p, "csv")[0], ["--version", "v9"], "model toxicity/v9 not found"),
+        (lambda p: make_input(p, "csv")[0], ["--model-version", "v9"], "model toxicity/v9 not found"),
     ],
 )
 def test_job_failures_exit_1_with_one_line_and_no_output(tmp_path, make_source, extra, message):

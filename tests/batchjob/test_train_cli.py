@@ -13,7 +13,7 @@ from .conftest import run_batchjob
 
 def train(runner, model_dir, data, version, *extra, name="t"):
     """`batchjob train --data DATA --name NAME --version VERSION --output-dir DIR ...` in-process."""
-    args = ["train", "--data", str(data), "--name", name, "--version", version, "--output-dir", str(model_dir)]
+    args = ["train", "--data", str(data), "--name", name, "--model-version", version, "--output-dir", str(model_dir)]
     return runner.invoke(cli, [*args, *extra])
 
 
@@ -48,7 +48,7 @@ def test_train_usage_errors_exit_2(runner, tiny_csv, tmp_path, extra, message):
 
 
 def test_a_new_version_goes_only_where_the_user_says(runner, tiny_csv, tmp_path):
-    args = ["train", "--data", str(tiny_csv), "--name", "t", "--version", "v1"]
+    args = ["train", "--data", str(tiny_csv), "--name", "t", "--model-version", "v1"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 2 and "Missing option '--output-dir'" in result.output
     result = runner.invoke(cli, ["--model-dir", str(tmp_path / "root"), *args])  # the model root is not a default
@@ -100,7 +100,7 @@ def test_export_adds_a_verified_data_only_scorer(runner, tiny_csv, tiny_model_ro
     without_data_only(tmp_path / "toxicity" / "v2")
     with pytest.raises(Exception, match="no data-only scorer"):
         load_artifact(tmp_path / "toxicity" / "v2", allow_pickle=False)
-    args = ["--model-dir", str(tmp_path), "export", "--version", "v2", "--data", str(tiny_csv)]
+    args = ["--model-dir", str(tmp_path), "export", "--model-version", "v2", "--data", str(tiny_csv)]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["verified"]["rows"] == 400
@@ -115,7 +115,7 @@ def test_subprocess_export_of_a_tampered_pickle_fails_with_one_line(tiny_csv, ti
     without_data_only(tmp_path / "toxicity" / "v1")
     with open(tmp_path / "toxicity" / "v1" / "model.joblib", "ab") as handle:
         handle.write(b"\x00")
-    proc = run_batchjob("--model-dir", str(tmp_path), "export", "--version", "v1", "--data", str(tiny_csv))
+    proc = run_batchjob("--model-dir", str(tmp_path), "export", "--model-version", "v1", "--data", str(tiny_csv))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: checksum mismatch for") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "toxicity" / "v1" / "scorer.npz").exists()
@@ -129,7 +129,9 @@ def test_existing_version_is_not_overwritten(runner, tiny_csv, tiny_model_root):
 def test_subprocess_bad_dataset_fails_with_one_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello,7\n")
-    proc = run_batchjob("train", "--data", str(bad), "--name", "t", "--version", "v1", "--output-dir", str(tmp_path))
+    proc = run_batchjob(
+        "train", "--data", str(bad), "--name", "t", "--model-version", "v1", "--output-dir", str(tmp_path)
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"Error: {bad}: column 'label' must hold only 0 and 1 (or pass --positive-labels)"
@@ -146,7 +148,7 @@ def test_subprocess_train_reproduces_shipped_v1(shared_data, shipped_registry, t
         str(shared_data),
         "--name",
         "toxicity",
-        "--version",
+        "--model-version",
         "v1",
         "--preset",
         "word-ngrams",

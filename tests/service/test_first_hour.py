@@ -116,7 +116,7 @@ def test_one_label_gives_no_interval_but_says_insufficient():
 def test_drift_on_a_small_sample_says_insufficient_and_exits_5(tmp_path):
     source = tmp_path / "few.csv"
     pd.DataFrame({"text": [f"hello number {i}" for i in range(15)]}).to_csv(source, index=False)
-    args = ["--model-dir", str(SHIPPED_MODELS), "drift", str(source), "--version", "v3"]
+    args = ["--model-dir", str(SHIPPED_MODELS), "drift", str(source), "--model-version", "v3"]
     runner = CliRunner()
     plain = runner.invoke(batchjob_cli, args)
     assert plain.exit_code == 0 and json.loads(plain.stdout)["status"] == "insufficient"
@@ -140,7 +140,7 @@ def test_output_prefix_scores_an_input_with_label_and_score_columns(tmp_path):
     pd.DataFrame({"text": ["you idiot", "nice work", " "], "label": [1, 0, 0], "score": [9, 9, 9]}).to_csv(
         source, index=False
     )
-    base = ["--model-dir", str(SHIPPED_MODELS), "score", str(source), "--version", "v3"]
+    base = ["--model-dir", str(SHIPPED_MODELS), "score", str(source), "--model-version", "v3"]
     runner = CliRunner()
     refused = runner.invoke(batchjob_cli, [*base, "--output", str(tmp_path / "a.csv")])
     assert refused.exit_code == 1 and "--output-prefix" in refused.output

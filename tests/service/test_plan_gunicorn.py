@@ -254,9 +254,16 @@ def test_the_plan_cli(plan_models):
         assert shown["guardrails"]["max_latency_ratio"] == 1.5 and shown["steps"] == [10.0, 50.0]
         again = cli("plan", "start", "--canary", "v10")
         assert again.returncode == 1 and again.stderr.startswith("Error: PLAN_RUNNING")
-        aborted = cli("plan", "abort", "--reason", "changed my mind")
-        assert aborted.returncode == 0 and "aborted" in aborted.stdout and "changed my mind" in aborted.stdout
-        assert cli("plan", "status", "--wait").returncode == 3  # ended without a promotion
+        # --wait shows the live step and guardrails on stderr while it waits, then the outcome
+        env = {**os.environ, "TOXISERVE_URL": server.url, "TOXISERVE_ADMIN_KEY": ADMIN_KEY}
+        command = [str(BIN / "toxiserve"), "rollout", "plan", "status", "--wait", "--poll-seconds", "0.2"]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as waiting:
+            live = waiting.stderr.readline()
+            assert live.startswith("step 1/2 at 10 %, ") and "latency" in live and "; next " in live, live
+            aborted = cli("plan", "abort", "--reason", "changed my mind")
+            assert aborted.returncode == 0 and "aborted" in aborted.stdout and "changed my mind" in aborted.stdout
+            out, _ = waiting.communicate(timeout=60)
+        assert waiting.returncode == 3 and "outcome   aborted" in out  # ended without a promotion
         history = [line for line in cli("history").stdout.splitlines() if "[hold]" not in line]  # holds interleave
         assert "[abort] canary_percent=0.0" in history[1] and "[start] canary=v2, canary_percent=10.0" in history[2]
         assert requests.post(f"{server.url}/predict", json={"text": "x"}, headers={"X-API-Key": API_KEY}).ok
