@@ -1,6 +1,6 @@
-"""The container image: hadolint passes, and the image runs what the Procfile runs, as a non-root user.
-
-No Docker engine runs here, so the image is linted and its recipe checked, not built.
+"""The container images' recipe: hadolint passes, each target runs what the Procfile runs as a
+non-root user, and installs one extra of the project's own wheel. (tests/deploy/test_images.py
+builds nothing: it runs the images deploy/docker/build.sh built.)
 """
 
 import configparser
@@ -22,7 +22,7 @@ HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadol
 def stages() -> dict[str, list[str]]:
     """Instructions of each build stage, continuation lines joined."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    found, current = {}, None
+    found, current = {"": []}, ""  # "": the global ARGs before the first FROM
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -56,16 +56,18 @@ def test_hadolint_passes():
 def test_each_target_runs_its_procfile_process_in_exec_form():
     assert cmd("web") == procfile("web")
     assert cmd("grpc") == procfile("grpc")
+    assert cmd("batch")[0] == "batchjob"
     assert list(stages())[-1] == "web"  # a plain `docker build` gives the web process
 
 
 def test_a_numeric_non_root_user_and_gunicorns_graceful_stop_signal():
-    base = stages()["base"]
-    user = next(line.split()[1] for line in base if line.upper().startswith("USER "))
-    assert user.isdigit() and int(user) > 0
-    assert "STOPSIGNAL SIGTERM" in base
-    volume = next(line for line in base if line.upper().startswith("VOLUME "))
-    env = " ".join(line for line in base if line.upper().startswith("ENV "))
+    for target in ("web", "grpc", "batch"):
+        user = next(line.split()[1] for line in stages()[target] if line.upper().startswith("USER "))
+        assert user.isdigit() and int(user) > 0, target
+    runtime = stages()["runtime"]
+    assert "STOPSIGNAL SIGTERM" in runtime
+    volume = next(line for line in runtime if line.upper().startswith("VOLUME "))
+    env = " ".join(line for line in runtime if line.upper().startswith("ENV "))
     # Everything the service writes goes under the volume; the root filesystem can be read-only.
     assert "/var/lib/toxiserve" in volume
     assert (
@@ -75,16 +77,22 @@ def test_a_numeric_non_root_user_and_gunicorns_graceful_stop_signal():
     assert "--worker-tmp-dir /dev/shm" in env
 
 
-def test_the_image_installs_from_the_projects_own_files_only():
-    copied = [line.split()[1:-1] for line in stages()["base"] if line.upper().startswith("COPY ")]
+def test_each_target_installs_one_extra_of_the_projects_own_wheel():
+    copied = [line.split()[1:-1] for line in stages()["wheel"] if line.upper().startswith("COPY ")]
     sources = {source.rstrip("/") for group in copied for source in group}
-    assert {"setup.cfg", "setup.py", "models", "gunicorn.conf.py"} <= sources
+    assert {"pyproject.toml", "setup.cfg", "setup.py", "constraints.txt", "models", "gunicorn.conf.py"} <= sources
     # every package setup.cfg installs, so each console script's module is in the image
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     packages = {pattern.rstrip("*") for pattern in config["options.packages.find"]["include"].split()}
     assert packages == {"shared_features", "service", "batchjob", "toxiserve"}
     assert packages <= sources, packages - sources
-    assert any("pip install --no-cache-dir ." in line for line in stages()["base"])
+    for target, extra in (("web", "serve"), ("grpc", "grpc"), ("batch", "batch")):
+        installs = [line for line in stages()[target] if "pip install" in line]
+        assert len(installs) == 1 and "-c /constraints.txt" in installs[0] and f"[{extra}]" in installs[0], target
+        assert not any(line.upper().startswith("COPY ") for line in stages()[target])  # the wheel only
+    for target in ("web", "grpc"):  # serving never unpickles
+        assert any("TOXISERVE_ALLOW_PICKLE=false" in line for line in stages()[target]), target
+    assert any(line.startswith("ARG BASE_IMAGE=") for line in stages()[""])
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests/"} <= set(ignored)
