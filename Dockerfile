@@ -6,7 +6,8 @@
 #   docker build --target batch -t toxiserve-batch .  # batchjob: train, evaluate, score, drift
 #
 # Each target installs one extra of the same wheel (docs/development.md, Packaging) at the versions
-# of constraints.txt: the web image has no scikit-learn, scipy, pandas, pyarrow or joblib.
+# of constraints.txt: the web image has no scikit-learn, scipy, pandas, pyarrow or joblib. The
+# serving images can trace (the tracing extra; off until TOXISERVE_TRACING=true).
 # BASE_IMAGE: any Debian-like image with python3 (3.11+) and its venv module; the official one by
 # default, a debootstrapped bookworm where none can be pulled (build.sh). A pip that needs a CA
 # bundle gets it as the build secret `pip_cert` (BuildKit), never baked into a layer.
@@ -67,7 +68,7 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     --mount=type=bind,from=wheel,source=/src/constraints.txt,target=/constraints.txt \
     --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
-    && pip install -c /constraints.txt "$(ls /wheels/toxiserve-*.whl)[grpc]"
+    && pip install -c /constraints.txt "$(ls /wheels/toxiserve-*.whl)[grpc,tracing]"
 # Serving never unpickles: a model without a data-only scorer is refused at start.
 ENV TOXISERVE_ALLOW_PICKLE=false
 USER 10001
@@ -80,7 +81,7 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     --mount=type=bind,from=wheel,source=/src/constraints.txt,target=/constraints.txt \
     --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
-    && pip install -c /constraints.txt "$(ls /wheels/toxiserve-*.whl)[serve]"
+    && pip install -c /constraints.txt "$(ls /wheels/toxiserve-*.whl)[serve,tracing]"
 ENV TOXISERVE_ALLOW_PICKLE=false
 USER 10001
 EXPOSE 8000

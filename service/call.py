@@ -39,6 +39,10 @@ class Call:
     error_code: str | None = None
     retry_headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers of an admitted call
 
+    def span_attributes(self) -> dict:
+        """What a request's trace span carries: the same facts as its log line, under toxiserve.*."""
+        return {f"toxiserve.{name}": value for name, value in self.log_fields().items() if name != "key_id"}
+
     def log_fields(self) -> dict:
         fields = {name: getattr(self, name) for name in LOGGED_FACTS if getattr(self, name) is not None}
         fields["request_id"] = self.request_id

@@ -281,6 +281,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("DRIFT_PSI_THRESHOLD", 0.2, "a feature's PSI above this reports drifted", float, 0.0001, 100),
     S("DRIFT_SAMPLE_RATE", 1.0, "share of scored texts added to the live drift profile", float, 0, 1),
     S("LOG_LEVEL", "INFO", "log level of the app, gunicorn and the gRPC process"),
+    S(
+        "TRACING",
+        False,
+        "OpenTelemetry spans per request, W3C trace context, trace ids in logs (`tracing` extra; OTEL_* set the rest)",
+        bool,
+    ),
     # --- processes ---
     S("BIND_HOST", "0.0.0.0", "where gunicorn and the gRPC process listen", scope=GUNICORN),
     S("PORT", 8000, "gunicorn's port", int, 1, 65535, env="PORT", scope=GUNICORN),

@@ -9,7 +9,7 @@ from flask import Config
 
 from service.admission.auth import MIN_KEY_CHARS, ApiKeys
 from service.core.state import ServiceState
-from service.observability import logs
+from service.observability import logs, tracing
 from service.settings import ConfigError, DefaultConfig, settings_from
 
 __all__ = ["ConfigError", "build_service", "load_config"]
@@ -32,6 +32,7 @@ def build_service(config: Config) -> ServiceState:
     """Validated settings, keys and store, with logging configured; models are not loaded yet."""
     settings = settings_from(config)
     logs.configure_logging(settings.log_level.upper())
+    tracing.configure(settings.tracing)
     api_keys = ApiKeys.from_settings(config["API_KEYS"], config["API_KEYS_FILE"])
     admin_keys = ApiKeys.from_settings(config["ADMIN_KEYS"], config["ADMIN_KEYS_FILE"], "TOXISERVE_ADMIN_KEYS")
     if not api_keys and not settings.auth_disabled:

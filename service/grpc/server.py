@@ -32,7 +32,7 @@ from service.core.state import ServiceState
 from service.errors import InternalError
 from service.grpc import oip
 from service.grpc.gen import toxicity_pb2, toxicity_pb2_grpc
-from service.observability import metrics
+from service.observability import metrics, tracing
 from service.observability.metrics_port import serve_metrics
 from service.request_context import REQUEST_ID_RULE, is_valid_request_id
 from shared_features.errors import ToxiserveError, UnprocessableError
@@ -73,6 +73,7 @@ class GrpcTransport:
         idempotency_key = request_id if deduplicates and request_id else header_key
         call = Call("grpc", request_id or header_key or uuid.uuid4().hex, idempotency_key=idempotency_key)
         code, status = grpc.StatusCode.OK, 200
+        span, token = tracing.start_span(method, metadata, "SERVER") if tracing.enabled() else (None, None)
         try:
             if authenticate:
                 self.dataplane.authenticate(call, metadata.get("x-api-key"), peer_address(context.peer()))
@@ -98,6 +99,8 @@ class GrpcTransport:
                 metrics.child(metrics.ROUTED_DURATION, call.arm).observe(elapsed)
             elapsed_ms = round(elapsed * 1000, 3)
             log.info("rpc", extra={"method": method, "code": code.name, "latency_ms": elapsed_ms, **call.log_fields()})
+            rpc = {"rpc.system": "grpc", "rpc.method": method, "rpc.grpc.status_code": code.value[0]}
+            tracing.end_span(span, token, status, rpc | call.span_attributes())
 
     def replayed_marker(self, context, call: Call) -> None:
         """Trailing metadata of a successful call: the replay marker, and the revision it was routed under."""

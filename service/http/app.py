@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import errors, request_context
@@ -18,19 +18,36 @@ from service.http.views.models import list_models, model_drift
 from service.http.views.oip import bp as oip_bp
 from service.http.views.predict import batch_predict_version, predict_version, version_blueprint
 from service.http.views.router import bp as router_bp
-from service.observability import logs, metrics
+from service.observability import logs, metrics, tracing
 from service.settings import ConfigError
 from shared_features.errors import ModelError
 
 
 def begin_request() -> None:
-    """Every request: its Call (clock and id, so even a refusal carries one)."""
+    """Every request: its Call (clock and id, so even a refusal carries one), and its span when tracing."""
     request_context.begin_call()
+    if tracing.enabled():
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        g.span, g.span_token = tracing.start_span(f"{request.method} {route}", request.headers, "SERVER")
 
 
 def finish_response(response):
-    """Every answer: its log line and metrics, the guard headers, the request id."""
-    return request_context.echo_request_id(add_guard_headers(logs.log_request(response)))
+    """Every answer: its log line and metrics (inside its span), the guard headers, the request id."""
+    response = request_context.echo_request_id(add_guard_headers(logs.log_request(response)))
+    if g.get("span") is not None:
+        http = {"http.request.method": request.method, "http.response.status_code": response.status_code}
+        if request.url_rule:
+            http["http.route"] = request.url_rule.rule
+        tracing.end_span(g.span, g.span_token, response.status_code, http | g.call.span_attributes())
+        g.span = None
+    return response
+
+
+def close_span(_error=None) -> None:
+    """teardown: a span an answer never closed (an exception past every handler) still ends."""
+    if g.get("span") is not None:
+        tracing.end_span(g.span, g.span_token, 500, {})
+        g.span = None
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -45,6 +62,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.before_request(begin_request)
     app.after_request(finish_response)
+    app.teardown_request(close_span)
     errors.register_error_handlers(app)
 
     # A versioned path serves that model version and nothing else; the router follows the rollout.

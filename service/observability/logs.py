@@ -9,7 +9,7 @@ import time
 from flask import g, request
 from pythonjsonlogger.json import JsonFormatter
 
-from service.observability import metrics
+from service.observability import metrics, tracing
 from service.request_context import current_request_id
 
 request_log = logging.getLogger("toxiserve.request")
@@ -19,6 +19,8 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = current_request_id()
+        if tracing.enabled():  # only then: the log format stays as it was without tracing
+            record.__dict__.update(tracing.log_ids())
         return True
 
 
