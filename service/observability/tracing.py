@@ -20,14 +20,19 @@ from __future__ import annotations
 import os
 from importlib.metadata import entry_points
 
+from service.settings import ConfigError
+
 _enabled = False
 _started: dict = {}  # pid -> (tracer, provider): one SDK per process, made after any fork
 _exporter_override = None  # tests: an exporter instance instead of OTEL_TRACES_EXPORTER's
 
 
 def configure(enabled: bool, exporter=None) -> None:
-    """Turn tracing on or off for this process (create_app and the gRPC process call it)."""
+    """Turn tracing on or off for this process (create_app and the gRPC process call it). A
+    configuration that cannot trace stops the start, never the first request of each worker."""
     global _enabled, _exporter_override
+    if enabled and exporter is None:
+        _exporter_points()  # raises ConfigError: no SDK, or an exporter no installed package provides
     _enabled, _exporter_override = enabled, exporter
     if not enabled:
         _started.clear()
@@ -62,8 +67,19 @@ def _start():
 def _exporters() -> list:
     if _exporter_override is not None:
         return [_exporter_override]
+    return [point.load()() for point in _exporter_points()]
+
+
+def _exporter_points() -> list:
+    """The entry points of OTEL_TRACES_EXPORTER's exporters (the SDK's own names and mapping)."""
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401 - only whether it is installed
+    except ImportError:
+        raise ConfigError(
+            "TOXISERVE_TRACING=true needs the OpenTelemetry SDK: pip install 'toxiserve[tracing]'"
+        ) from None
     names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
-    found = []
+    points = []
     for name in names:
         if name == "none":
             continue
@@ -72,11 +88,11 @@ def _exporters() -> list:
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
             )
             name = "otlp_proto_grpc" if protocol == "grpc" else "otlp_proto_http"
-        (point,) = entry_points(group="opentelemetry_traces_exporter", name=name) or (None,)
-        if point is None:
-            raise RuntimeError(f"OTEL_TRACES_EXPORTER names {name!r}, which no installed package provides")
-        found.append(point.load()())
-    return found
+        found = list(entry_points(group="opentelemetry_traces_exporter", name=name))
+        if not found:
+            raise ConfigError(f"OTEL_TRACES_EXPORTER names {name!r}, which no installed package provides")
+        points.append(found[0])
+    return points
 
 
 def flush() -> None:

@@ -137,3 +137,41 @@ def test_the_grpc_process_continues_the_callers_trace():
         assert any(line.get("message") == "rpc" and line.get("trace_id") == TRACE_ID for line in logged)
     finally:
         running.stop()
+
+
+@pytest.mark.gunicorn
+def test_an_exporter_nobody_provides_stops_the_start_with_one_line():
+    env = console_env() | {"TOXISERVE_API_KEYS": f"tests:{API_KEY}", "OTEL_TRACES_EXPORTER": "zipkin_json"}
+    with pytest.raises(RuntimeError) as stopped:
+        Server(env, workers=1).start()
+    assert "OTEL_TRACES_EXPORTER names 'zipkin_json', which no installed package provides" in str(stopped.value)
+    assert "Traceback" not in str(stopped.value)
+
+
+@pytest.mark.gunicorn
+def test_a_collector_that_is_down_costs_no_request_and_no_clean_stop():
+    env = {
+        "TOXISERVE_API_KEYS": f"tests:{API_KEY}",
+        "TOXISERVE_TRACING": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",  # nothing listens: every export fails
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+    server = Server(env, workers=1).start()
+    try:
+        statuses = [
+            requests.post(f"{server.url}/predict", json={"text": f"t {i}"}, headers=AUTH, timeout=30).status_code
+            for i in range(20)
+        ]
+        assert statuses == [200] * 20
+        wait_for_log(server.output, "opentelemetry.exporter")  # the failure is logged (as JSON), not raised
+    finally:
+        code = server.stop()
+    assert code == 0, server.output()[-3000:]
+
+
+def wait_for_log(read, logger: str) -> None:
+    for _ in range(200):
+        if any(f'"logger": "{logger}' in line for line in read().splitlines()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no log line from {logger}")
