@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.service.server import free_port
+from tests.service.server import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,16 +90,12 @@ def test_the_serving_image_runs_read_only_answers_like_the_checkout_and_drains(v
     container = started.stdout.strip()
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
+
+        def check_alive():
             running = _docker("inspect", "--format", "{{.State.Running}}", container).stdout.strip()
             assert running == "true", _docker("logs", container).stderr[-3000:]
-            time.sleep(0.1)
-        assert requests.get(f"{url}/readyz", timeout=5).json()["status"] == "ready"
+
+        assert wait_ready(url, check_alive)["status"] == "ready"
         answer = requests.post(f"{url}/predict", json={"text": TEXT}, headers={"X-API-Key": KEY}, timeout=10).json()
         assert answer["model_version"] == "v3" and answer["score"] == pytest.approx(local_score("v3", TEXT), abs=1e-12)
         assert "http_requests_total" in requests.get(f"{url}/metrics", timeout=10).text

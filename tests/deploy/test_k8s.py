@@ -177,6 +177,6 @@ def test_autoscaling_and_disruption_budget(name):
 
 def test_the_deployments_run_the_images_build_sh_tags():
     built = (ROOT / "deploy" / "docker" / "build.sh").read_text()
-    assert 'tag=$target' in built and '[ "$target" = web ] && tag=serve' in built
+    assert "tag=$target" in built and '[ "$target" = web ] && tag=serve' in built
     assert container(base()[("Deployment", "toxiserve-web")])["image"] == "toxiserve:serve"
     assert container(base()[("Deployment", "toxiserve-grpc")])["image"] == "toxiserve:grpc"

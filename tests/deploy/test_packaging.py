@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.service.server import free_port
+from tests.service.server import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,15 +78,11 @@ def test_the_service_extra_serves_the_shipped_models_without_training_libraries(
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as server:
         try:
             url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
+
+            def check_alive():
                 assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                time.sleep(0.1)
-            ready = requests.get(f"{url}/readyz", timeout=5).json()
+
+            ready = wait_ready(url, check_alive)
             assert ready["status"] == "ready" and set(ready["models"]) == {"v2", "v3"}
             answer = requests.post(
                 f"{url}/v1/models/v3/predict", json={"text": "you stupid idiot"}, headers={"X-API-Key": KEY}, timeout=10

@@ -34,6 +34,21 @@ def procfile_command(process: str = "web") -> list[str]:
     raise LookupError(f"no {process!r} process in the Procfile")
 
 
+def wait_ready(url: str, check_alive, attempts: int = 600) -> dict:
+    """Poll `url`/readyz until it answers 200 (its body); `check_alive()` raises when the process
+    behind it has died, with its output, so a failed start never waits out every attempt."""
+    for _ in range(attempts):
+        try:
+            ready = requests.get(f"{url}/readyz", timeout=2)
+            if ready.status_code == 200:
+                return ready.json()
+        except requests.ConnectionError:
+            pass
+        check_alive()
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} was not ready after {attempts} attempts")
+
+
 class Server:
     """A gunicorn process; output goes to a file so a chatty server never blocks on a full pipe."""
 
