@@ -5,9 +5,10 @@ and `toxiserve rollout plan start|status|abort` talk to a running service's admi
     export TOXISERVE_URL=http://127.0.0.1:8000 TOXISERVE_ADMIN_KEY=...
     toxiserve rollout set --canary v3 --canary-percent 10 --reason "v3 to 10 %"
 
-Keys are read from the environment only (a key on the command line ends up in shell history and
-`ps`): TOXISERVE_ADMIN_KEY for `rollout`, TOXISERVE_API_KEY (the key that made the requests) for
-`feedback`. Human-readable tables by default; `--json` prints the API's JSON for scripts.
+Keys never go on the command line (they would end up in shell history and `ps`): from the
+environment, TOXISERVE_ADMIN_KEY for `rollout` and TOXISERVE_API_KEY (the key that made the
+requests) for `feedback`, or from a file named by `--key-file` (a mounted secret, say).
+Human-readable tables by default; `--json` prints the API's JSON for scripts.
 Exit codes: 0 done; 1 the service refused or could not be reached (the error code and message on
 stderr); 2 usage error; 3 `rollout plan status --wait` saw the plan end without a promotion.
 """
@@ -38,10 +39,17 @@ class Admin:
             raise click.ClickException(f"{answer.get('error_code', status)}: {answer.get('message')}{details}")
         return answer
 
+    def read_key_file(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                self.key = handle.read().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--key-file") from None
+
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         """(HTTP status, JSON answer); a ClickException when the service cannot be reached or answers no JSON."""
         if not self.key:
-            raise click.UsageError(f"set {self.key_variable} to a key of the service")
+            raise click.UsageError(f"set {self.key_variable}, or name a file holding the key with --key-file")
         try:
             response = requests.request(
                 method, f"{self.url}{path}", json=body, headers={"X-API-Key": self.key}, timeout=(3, 60)
@@ -88,13 +96,19 @@ def cli() -> None:
     """Operate a running toxiserve service."""
 
 
+KEY_FILE_HELP = "A file holding the key (instead of the environment variable)."
+
+
 @cli.group()
 @click.option("--url", envvar="TOXISERVE_URL", default=DEFAULT_URL, show_default=True, help="The service (or its LB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+@click.option("--key-file", type=click.Path(dir_okay=False), help=KEY_FILE_HELP)
 @click.pass_context
-def rollout(ctx: click.Context, url: str, as_json: bool) -> None:
+def rollout(ctx: click.Context, url: str, as_json: bool, key_file: str | None) -> None:
     """Read and steer the rollout: which versions the router serves, and in what shares."""
     ctx.obj = Admin(url, as_json)
+    if key_file is not None:
+        ctx.obj.read_key_file(key_file)
 
 
 def _action_options(command):
@@ -309,7 +323,8 @@ def abort(admin: Admin, reason: str) -> None:
 @click.option("--url", envvar="TOXISERVE_URL", default=DEFAULT_URL, show_default=True, help="The service (or its LB).")
 @click.option("--json", "as_json", is_flag=True, help="Print every item's result as JSON.")
 @click.option("--batch-size", type=click.IntRange(1, 1000), default=500, show_default=True, help="Labels per call.")
-def feedback(path: str, url: str, as_json: bool, batch_size: int) -> None:
+@click.option("--key-file", type=click.Path(dir_okay=False), help=KEY_FILE_HELP)
+def feedback(path: str, url: str, as_json: bool, batch_size: int, key_file: str | None) -> None:
     """Send the labels in PATH, a CSV with a header and the columns request_id,label (toxic or clean).
 
     Every usable row is sent; each refused one is listed on stderr with its line number, and
@@ -323,6 +338,8 @@ def feedback(path: str, url: str, as_json: bool, batch_size: int) -> None:
             raise click.UsageError(f"{path} needs a header with the columns request_id and label")
         rows = [(reader.line_num, {"request_id": row["request_id"], "label": row["label"]}) for row in reader]
     client = Admin(url, as_json, "TOXISERVE_API_KEY")
+    if key_file is not None:
+        client.read_key_file(key_file)
     results = []  # (line, result), in file order
     for start in range(0, len(rows), batch_size):
         results += _send_labels(client, rows[start : start + batch_size])
@@ -368,9 +385,14 @@ def _set_json(ctx: click.Context, _param, value: bool) -> None:
         ctx.find_object(Admin).as_json = True
 
 
+def _set_key_file(ctx: click.Context, _param, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(Admin).read_key_file(value)
+
+
 def _accept_connection_options_after(group: click.Group) -> None:
-    """`--url` and `--json` after any subcommand of `group` too (`toxiserve rollout status --url X`),
-    as on the group itself; given in both places, the later one wins."""
+    """`--url`, `--json` and `--key-file` after any subcommand of `group` too (`toxiserve rollout
+    status --url X`), as on the group itself; given in both places, the later one wins."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
             _accept_connection_options_after(command)
@@ -378,6 +400,13 @@ def _accept_connection_options_after(group: click.Group) -> None:
             click.Option(["--url"], expose_value=False, callback=_set_url, help="The service (or its LB)."),
             click.Option(
                 ["--json"], is_flag=True, expose_value=False, callback=_set_json, help="Print the API's JSON."
+            ),
+            click.Option(
+                ["--key-file"],
+                type=click.Path(dir_okay=False),
+                expose_value=False,
+                callback=_set_key_file,
+                help=KEY_FILE_HELP,
             ),
         ]
 

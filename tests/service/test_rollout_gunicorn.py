@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
@@ -85,6 +87,15 @@ def test_the_embedded_store_on_one_host():
         assert json.loads(shown.stdout)["canary_percent"] == 35.0
         listed = toxiserve_cli("http://127.0.0.1:9", "history", "--json", "--url", server.url)
         assert listed.returncode == 0 and json.loads(listed.stdout)["history"], listed.stderr
+        # the key from a file, on the group or after the subcommand; a wrong one in the environment
+        key_file = Path(tempfile.mkdtemp()) / "admin-key"
+        key_file.write_text(ADMIN_KEY + "\n")
+        for args in (("--key-file", str(key_file), "status"), ("status", "--key-file", str(key_file))):
+            keyed = toxiserve_cli(server.url, *args, key="wrong-admin-key-0123456789")
+            assert keyed.returncode == 0 and "revision" in keyed.stdout, keyed.stderr
+        assert toxiserve_cli(server.url, "status", key="wrong-admin-key-0123456789").returncode == 1
+        missing = toxiserve_cli(server.url, "status", "--key-file", str(key_file) + ".nope")
+        assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
 def toxiserve_cli(url: str, *args: str, key: str = ADMIN_KEY) -> subprocess.CompletedProcess:
