@@ -197,7 +197,8 @@ def test_an_attack_does_not_change_the_verdict(name, plan_models, tweets):  # no
     attack = make_attack(canary, tweets)
     env = plan_env(isolated_store(), "toxiserve", plan_models)
     env["TOXISERVE_API_KEYS"] += f",mallory:{MALLORY_KEY}"
-    env["TOXISERVE_REQUEST_DEADLINE"] = "0.3"  # the fifth attack's batches overrun it
+    if name == "deadline-bound-batches":  # its batches overrun this deadline; the others keep the default
+        env["TOXISERVE_REQUEST_DEADLINE"] = "0.3"
     with Server(env) as server:
         started = start_plan(server.url, {"canary": canary, **PLAN, "guardrails": guardrails})
         feedback = "min_feedback" in guardrails
