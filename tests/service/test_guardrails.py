@@ -108,6 +108,25 @@ def test_latency_and_score_drift():
     assert guardrails.score_drift(low, low, 1.5, 100)["status"] == "pass"
 
 
+def test_score_psi_fails_only_beyond_its_own_noise():
+    """Half the canary's scores high against 7 % of the stable's: PSI 1.03 at 100 scores each, 1.10
+    at 1,000. Against a bound of 0.9, the first is within PSI's noise at 100 (margin 0.34) and holds
+    the step; the second is well beyond it (margin 0.03) and fails. Under the bound always passes."""
+
+    def scores(high_share: float, n: int) -> list[float]:
+        high = round(high_share * n)
+        return [0.95] * high + [0.05] * (n - high)
+
+    few = guardrails.score_drift(arm(scores=scores(0.5, 100)), arm(scores=scores(0.07, 100)), 0.9, 100)
+    assert (
+        few["status"] == "insufficient" and few["value"] > 0.9 and few["noise_margin"] == pytest.approx(0.338, abs=1e-3)
+    )
+    many = guardrails.score_drift(arm(scores=scores(0.5, 1000)), arm(scores=scores(0.07, 1000)), 0.9, 100)
+    assert many["status"] == "fail" and many["value"] > 0.9 + many["noise_margin"]
+    alike = guardrails.score_drift(arm(scores=scores(0.3, 100)), arm(scores=scores(0.07, 100)), 0.9, 100)
+    assert alike["status"] == "pass"
+
+
 def matrix(tp: int, fp: int, fn: int, tn: int) -> np.ndarray:
     """[predicted][actual] with toxic first: tp toxic/toxic, fp toxic/clean, fn clean/toxic, tn clean/clean."""
     return np.array([[tp, fp], [fn, tn]])
