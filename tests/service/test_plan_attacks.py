@@ -40,12 +40,15 @@ from .test_rollout import ADMIN
 pytestmark = [pytest.mark.gunicorn, pytest.mark.slow]
 MALLORY_KEY = "mallory-key-0123456789"
 MALLORY = {"X-API-Key": MALLORY_KEY}
+# The default guardrails, and the min_requests that docs/rollouts.md asks of a plan facing such a
+# client: at the default 100, a flood of chosen texts pushes a good canary's score PSI past its
+# bound in about 1 % of evaluations (simulated), and once rolled one back here.
 PLAN = {
     "steps": [25, 50, 100],
     "step_seconds": 3,
-    "min_requests": 100,
+    "min_requests": 300,
     "interval_seconds": 0.5,
-}  # the default min_requests
+}
 
 
 def unkeyed_bucket(request_id: str) -> int:
