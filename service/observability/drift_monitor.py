@@ -22,6 +22,7 @@ from shared_features.drift import FEATURES, bin_counts, drift_report, feature_va
 class DriftMonitor:
     def __init__(self, models: dict[str, LoadedModel]) -> None:
         self._children = {}
+        self._reference_shares: dict[tuple[str, str], list[float]] = {}  # exported for windowed PSI
         self.set_models(models)
 
     def set_models(self, models: dict[str, LoadedModel]) -> None:
@@ -36,6 +37,9 @@ class DriftMonitor:
                 self._children[(version, feature)] = [
                     metrics.DRIFT_OBSERVATIONS.labels(version, feature, str(i)) for i in range(bins)
                 ]
+                # fixed by the artifact: computed once, not at every scrape
+                shares = smoothed_shares(reference_counts(profile, feature))
+                self._reference_shares[(version, feature)] = [float(share) for share in shares]
         self.models = models
 
     def observe(self, model: LoadedModel, raw: list[str], normalised: list[str], scores, oov=None) -> None:
@@ -102,10 +106,9 @@ class DriftMonitor:
                     for feature, result in report.get("features", {}).items():
                         if result["psi"] is not None:
                             family.add_metric([version, feature], result["psi"])
-                    profile = model.manifest.get("reference_profile")
-                    for feature in profile["features"] if profile else ():
-                        for index, share in enumerate(smoothed_shares(reference_counts(profile, feature))):
-                            shares.add_metric([version, feature, str(index)], float(share))
+                    for feature in FEATURES:
+                        for index, share in enumerate(monitor._reference_shares.get((version, feature), ())):
+                            shares.add_metric([version, feature, str(index)], share)
                 yield family
                 yield shares
                 yield GaugeMetricFamily("drift_psi_threshold", "TOXISERVE_DRIFT_PSI_THRESHOLD", value=threshold)
