@@ -107,9 +107,14 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "service.observability.logs.json_formatter"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
-    # The app attaches its own JSON handler (with request ids) to the root logger.
-    "root": {"level": "INFO", "handlers": []},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        # The app's own JSON handler (request and trace ids). Declared here, not only added by the
+        # app: gunicorn re-applies this dict on SIGHUP, and a root without it lost every app log
+        # line (requests, rollouts) until the next restart.
+        "app": {"()": "service.observability.logs.app_handler"},
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["app"]},
     "loggers": {
         "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
         "gunicorn.access": {"handlers": [], "propagate": False},

@@ -33,18 +33,23 @@ def json_formatter() -> JsonFormatter:
     )
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Idempotent: create_app may run more than once per process (tests)."""
-    root = logging.getLogger()
-    root.setLevel(level)
-    for handler in root.handlers:
-        if getattr(handler, "_toxiserve", False):
-            return
+def app_handler() -> logging.Handler:
+    """The root logger's handler: JSON lines on stdout with the request (and trace) ids. gunicorn's
+    logconfig_dict builds it too, so that the logging setup gunicorn re-applies on SIGHUP keeps it."""
     handler = logging.StreamHandler(sys.stdout)
     handler._toxiserve = True
     handler.setFormatter(json_formatter())
     handler.addFilter(RequestIdFilter())
-    root.addHandler(handler)
+    return handler
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Idempotent: create_app may run more than once per process (tests), and under gunicorn the
+    handler is already there (logconfig_dict)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(getattr(handler, "_toxiserve", False) for handler in root.handlers):
+        root.addHandler(app_handler())
 
 
 def log_request(response):

@@ -272,6 +272,10 @@ def test_counters_survive_sighup_and_the_metrics_directory_goes_with_the_master(
         final = value(scrape(server), "http_requests_total", route="/v1/predict", method="POST", status="200")
         assert multiprocess_dir(server) == directory
         assert after_reload == 30 and final == 40
+        # the app's log lines go on after the reload: one request line each, all 40
+        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith('{"ts"')]
+        logged = [line for line in lines if line.get("message") == "request" and line.get("route") == "/v1/predict"]
+        assert len(logged) == 40, len(logged)
     finally:
         server.stop()
     assert not os.path.exists(directory)
