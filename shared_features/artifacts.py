@@ -25,9 +25,16 @@ import numpy as np
 
 from .errors import FeatureCodeMismatchError, ModelError
 from .layout import MANIFEST_FILE, VERSION_POLICIES
-from .pickled import MODEL_FILE, SERIALIZER, dump, library_versions, load_pipeline
+from .pickled import HEADS_FILE, MODEL_FILE, SERIALIZER, dump, library_versions, load_pipeline
 from .scorer import LinearScorer
-from .scorer_artifact import FORMAT, UnsupportedPipeline, check_reproduces, from_pipeline, read_scorer, write_scorer
+from .scorer_artifact import (
+    UnsupportedPipeline,
+    check_reproduces,
+    format_of,
+    from_pipeline,
+    read_scorer,
+    write_scorer,
+)
 from .text import feature_fingerprint, normalize_texts
 
 log = logging.getLogger(__name__)
@@ -97,6 +104,27 @@ class LoadedModel:
             return self.scorer.per_text(normalised)
         return self.scorer.vectorised(normalised)
 
+    @property
+    def categories(self) -> dict[str, dict[str, Any]]:
+        """{name: {"threshold", "description"}} of the categories this model scores (none without
+        its data-only scorer: the pickle carries only the overall head)."""
+        if self.scorer is None or not self.scorer.categories:
+            return {}
+        return self.manifest.get("categories", {})
+
+    @property
+    def explains(self) -> bool:
+        """Whether `explain` works: the analyzer is one of ours, which can say where n-grams came from."""
+        return self.scorer is not None and hasattr(self.scorer.analyze, "spans")
+
+    def category_scores(self, normalised: list[str]) -> np.ndarray:
+        """P(category), [texts, categories] in the order of `categories`."""
+        return self.scorer.category_scores(normalised)
+
+    def explain(self, raw: str, top: int) -> dict[str, Any]:
+        """The `top` largest contributions to `raw`'s logit, with their raw spans (`LinearScorer.explain`)."""
+        return self.scorer.explain(raw, top)
+
     def set_per_text_max_batch(self, value: int | None) -> None:
         """Override the measured crossover (None keeps it; 0 always takes the vectorised path)."""
         if value is not None and self.scorer is not None:
@@ -121,14 +149,17 @@ def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     write_atomic(directory / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def data_only_entry(pipeline: Any, directory: Path, threshold: float, check_texts: list[str]) -> dict[str, Any]:
-    """Build the data-only scorer, prove it reproduces predict_proba on `check_texts`, write it."""
-    scorer = from_pipeline(pipeline)
+def data_only_entry(
+    pipeline: Any, directory: Path, threshold: float, check_texts: list[str], heads: dict | None = None
+) -> dict[str, Any]:
+    """Build the data-only scorer (with any category heads), prove it reproduces predict_proba on
+    `check_texts`, write it."""
+    scorer = from_pipeline(pipeline, heads=heads)
     if not check_texts:
         raise ModelError("no texts to check the data-only scorer against")
-    verified = check_reproduces(scorer, pipeline, check_texts)
+    verified = check_reproduces(scorer, pipeline, check_texts, heads)
     files = write_scorer(scorer, directory, threshold, write_atomic)
-    return {"format": FORMAT, "files": files, "verified": verified}
+    return {"format": format_of(scorer), "files": files, "verified": verified}
 
 
 def save_artifact(
@@ -136,9 +167,11 @@ def save_artifact(
     directory: str | os.PathLike,
     manifest: dict[str, Any],
     check_texts: list[str] | None = None,
+    heads: dict | None = None,
 ) -> dict[str, Any]:
-    """Write the pickle and, for supported pipelines checked on `check_texts`, the data-only scorer;
-    then the manifest, which is written last and only if the check passed."""
+    """Write the pickle and, for supported pipelines checked on `check_texts`, the data-only scorer
+    (with the category `heads`, which only it carries); then the manifest, which is written last
+    and only if the check passed."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / MODEL_FILE
@@ -151,10 +184,15 @@ def save_artifact(
         "libraries": library_versions(),
         "feature_fingerprint": feature_fingerprint(),
     }
+    if heads:
+        write_atomic(directory / HEADS_FILE, lambda tmp: Path(tmp).write_bytes(dump(heads)))
+        full["category_heads"] = {"file": HEADS_FILE, "sha256": sha256_file(directory / HEADS_FILE)}
     if check_texts is not None:
         try:
-            full["data_only"] = data_only_entry(pipeline, directory, float(manifest["threshold"]), check_texts)
+            full["data_only"] = data_only_entry(pipeline, directory, float(manifest["threshold"]), check_texts, heads)
         except UnsupportedPipeline as exc:
+            if heads:
+                raise
             log.warning("model %s: no data-only scorer (%s); serving it will need its pickle", directory, exc)
     _write_manifest(directory, full)
     return full

@@ -157,4 +157,15 @@ def training_source(source, seed: int, validation_size: float):
     labels = np.array([case.label for case in cases], dtype=np.int64)
     split = np.array(["validation" if is_validation_template(c.template) else "train" for c in cases], dtype=object)
     digest = hashlib.sha256(TEMPLATES_FILE.read_bytes()).hexdigest()
-    return SourceData(source, [case.text for case in cases], labels, split, digest)
+    return SourceData(source, [case.text for case in cases], labels, split, digest, case_categories(cases))
+
+
+def case_categories(cases: list[Case]) -> dict[str, np.ndarray]:
+    """The suite's labels per category (the label definition's): a toxic case that names a group is
+    hate, one aimed at a person is offensive and not hate; a clean case is neither. Whether hate is
+    also offensive the suite does not say (UNKNOWN)."""
+    from .sources import UNKNOWN
+
+    hate = [0 if not case.label else 1 if case.group else 0 for case in cases]
+    offensive = [0 if not case.label else UNKNOWN if case.group else 1 for case in cases]
+    return {"hate": np.array(hate, dtype=np.int64), "offensive": np.array(offensive, dtype=np.int64)}

@@ -128,6 +128,38 @@ def _functional_section(functional: dict) -> list[str]:
     return lines
 
 
+def _categories_section(categories: dict) -> list[str]:
+    lines = [
+        "## Categories",
+        "",
+        "Each category is a head of its own over the same features, at its own threshold (chosen on the",
+        "validation rows of the sources that label it). A source that does not label a category is not",
+        "judged on it.",
+        "",
+    ]
+    rows = [[name, c.get("description") or "", f"{c['threshold']:g}"] for name, c in categories.items()]
+    lines += _table(["category", "means", "threshold"], rows) + ["", "Held-out figures per source:", ""]
+    rows = [
+        [name, source, str(f["rows"]), _num(f.get("roc_auc")), _pct(f.get("flagged")), _pct(f.get("kept"))]
+        for name, c in categories.items()
+        for source, f in sorted(c["sources"].items())
+    ]
+    rows += [
+        [name, "functional (held-out half)", str(f["rows"]), _num(f.get("roc_auc")), _pct(f.get("flagged")),
+         _pct(f.get("kept"))]
+        for name, c in categories.items()
+        if (f := c.get("functional"))
+    ]  # fmt: skip
+    lines += _table(["category", "source", "rows", "ROC-AUC", "positives flagged", "negatives kept"], rows)
+    names = [name for name, c in categories.items() if c.get("functional")]
+    if names:
+        lines += ["", "Share of each functionality's held-out cases that each category flags:", ""]
+        per = {name: categories[name]["functional"]["flagged_per_functionality"] for name in names}
+        fids = sorted(per[names[0]])
+        lines += _table(["functionality", *names], [[fid, *(_pct(per[n].get(fid)) for n in names)] for fid in fids])
+    return lines
+
+
 def _bias_section(bias: dict) -> list[str]:
     lines = [
         "## Bias per identity group",
@@ -255,6 +287,8 @@ def render_card(manifest: dict[str, Any], spec: list[Source], compared: dict[str
     lines += _sources_section(manifest, by_name) + [""]
     lines += _metrics_section(evaluation) + [""]
     lines += _functional_section(evaluation["functional"]) + [""]
+    if evaluation.get("categories"):
+        lines += _categories_section(evaluation["categories"]) + [""]
     lines += _bias_section(evaluation["bias"])
     lines += _failures_section(evaluation) + [""]
     return "\n".join(lines)

@@ -23,8 +23,9 @@ import numpy as np
 from .artifacts import LoadedModel
 from .bias import bias_metrics, mentions, worst
 from .evaluation import evaluate
-from .functional import functionalities, generate
-from .sources import SourceData
+from .functional import case_categories, functionalities, generate
+from .sources import UNKNOWN, SourceData
+from .text import normalize_texts
 
 REAL_HELD_OUT = "held-out real data"
 # What the card states as this round's bar for a servable model (issue: a model people can trust).
@@ -169,4 +170,53 @@ def evaluate_model(model: LoadedModel, datas: list[SourceData], progress=None) -
     evaluation["functional"] = evaluate_functional(model)
     evaluation["bias"] = evaluate_bias(datas, scored, say)
     evaluation["targets"] = targets_met(evaluation)
+    if model.categories:
+        say("categories")
+        evaluation["categories"] = evaluate_categories(model, datas, scored)
     return evaluation
+
+
+def evaluate_categories(model: LoadedModel, datas: list[SourceData], scored: dict) -> dict[str, Any]:
+    """Each category at its own threshold: held-out figures on every source that labels it, and on
+    the held-out half of the functional suite (its cases labelled by `case_categories`), with the
+    share of each functionality's cases the category flags."""
+    names = list(model.categories)
+    report: dict[str, Any] = {name: {**model.categories[name], "sources": {}, "functional": {}} for name in names}
+    for data in datas:
+        for part in ("test", "all"):
+            if (data.source.name, part) not in scored:
+                continue
+            texts = scored[data.source.name, part][0]
+            known = {name: data.category_part(part, name) for name in names if name in data.categories}
+            if known:
+                probabilities = model.category_scores(normalize_texts(texts))
+            for name, (rows, labels) in known.items():
+                column = probabilities[rows, names.index(name)]
+                report[name]["sources"][data.source.name] = _category_figures(labels, column, model, name)
+    cases = generate("heldout")
+    probabilities = model.category_scores(normalize_texts([case.text for case in cases]))
+    for name, labels in case_categories(cases).items():
+        if name not in names:
+            continue
+        column = probabilities[:, names.index(name)]
+        known = labels != UNKNOWN
+        figures = _category_figures(labels[known], column[known], model, name)
+        flagged: dict[str, list[bool]] = defaultdict(list)
+        for case, score in zip(cases, column.tolist(), strict=True):
+            flagged[case.functionality].append(score >= model.categories[name]["threshold"])
+        figures["flagged_per_functionality"] = {fid: round(float(np.mean(v)), 4) for fid, v in flagged.items()}
+        report[name]["functional"] = figures
+    return report
+
+
+def _category_figures(labels: np.ndarray, scores: np.ndarray, model: LoadedModel, name: str) -> dict[str, Any]:
+    threshold = model.categories[name]["threshold"]
+    if len(np.unique(labels)) == 2:
+        figures = evaluate(labels, scores, threshold)
+        return {
+            "rows": int(len(labels)),
+            "roc_auc": figures["roc_auc"],
+            "flagged": figures["classes"]["toxic"]["recall"],
+            "kept": figures["classes"]["clean"]["recall"],
+        }
+    return {"rows": int(len(labels)), "roc_auc": None, **_flag_rate(labels, scores, threshold)}

@@ -22,6 +22,7 @@ from .errors import ChecksumMismatchError, LibraryVersionError, ModelError
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.joblib"
+HEADS_FILE = "category_heads.joblib"  # {category: LogisticRegression}: the reference its data-only heads reproduce
 # model.joblib holds a zlib-compressed pickle (protocol 5): `joblib.load` reads it as it is, and the
 # loader unpickles it with the C unpickler, ~10x faster than joblib's pure-Python one. Manifests
 # without "serializer" (older artifacts) are joblib's own format and load with joblib.
@@ -63,9 +64,17 @@ def check_libraries(manifest: dict[str, Any], on_mismatch: str, where: Path) -> 
     return [message]
 
 
-def load_pipeline(directory: Path, manifest: dict[str, Any], on_mismatch: str) -> tuple[Any, list[str]]:
+def load_category_heads(directory: Path, manifest: dict[str, Any], on_mismatch: str = "error") -> dict[str, Any]:
+    """The fitted category heads (training tools and tests only: serving reads the data-only scorer)."""
+    entry = manifest.get("category_heads") or {}
+    return load_pipeline(directory, {**manifest, "sha256": entry.get("sha256")}, on_mismatch, HEADS_FILE)[0]
+
+
+def load_pipeline(
+    directory: Path, manifest: dict[str, Any], on_mismatch: str, file_name: str = MODEL_FILE
+) -> tuple[Any, list[str]]:
     """Verify model.joblib against the manifest's sha256 and the libraries, then (only then) unpickle."""
-    model_path = directory / MODEL_FILE
+    model_path = directory / file_name
     try:
         data = model_path.read_bytes()  # read once: the bytes verified are the bytes unpickled
     except OSError as exc:

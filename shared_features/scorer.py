@@ -14,6 +14,10 @@ Two paths over the same arrays, chosen by batch size:
 - `vectorised`: all texts' n-gram columns at once through np.unique and np.bincount; faster for
   big batches (the crossover is measured by `bench/scorer_bench.py`).
 Both return the OOV rate per text as well: drift monitoring needs it and it comes free.
+
+A model may declare categories (`hate`, `offensive`): one more logistic head each over the very
+same x, so `category_scores` and `explain` cost one pass more, and only when asked. `explain` gives
+each feature's exact share of the logit, `x_j * coef_j`: with the intercept they sum to the logit.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import math
 from collections import Counter
 
 import numpy as np
+
+from .spans import track_normalised
 
 NORMS = ("l2", "l1", None)
 
@@ -37,6 +43,9 @@ class LinearScorer:
         sublinear: bool,
         binary: bool,
         norm: str | None,
+        categories: tuple[str, ...] = (),
+        category_coef: np.ndarray | None = None,
+        category_intercept: np.ndarray | None = None,
     ) -> None:
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
@@ -54,6 +63,15 @@ class LinearScorer:
         # The per-text path: one dict lookup per n-gram gives both Python floats (numpy scalars and
         # a second lookup would cost more than the arithmetic).
         self._weights = dict(zip(terms, zip(self.idf.tolist(), self.coef.tolist(), strict=True), strict=True))
+        self.categories = tuple(categories)
+        shape = (len(self.categories), len(terms))
+        self.category_coef = np.zeros(shape) if category_coef is None else np.asarray(category_coef, dtype=np.float64)
+        self.category_intercept = np.zeros(len(self.categories)) if category_intercept is None else category_intercept
+        self.category_intercept = np.asarray(self.category_intercept, dtype=np.float64)
+        if self.category_coef.shape != shape or self.category_intercept.shape != (len(self.categories),):
+            raise ValueError(f"{len(self.categories)} categories need coefficients {shape} and as many intercepts")
+        # Per term, its coefficient in each category head: only the detailed path reads it.
+        self._category_weights = dict(zip(terms, map(tuple, self.category_coef.T.tolist()), strict=True))
 
     def per_text(self, normalised: list[str]) -> tuple[np.ndarray, np.ndarray]:
         # Python floats throughout, one array each at the end: numpy's per-call costs (errstate, small
@@ -107,6 +125,73 @@ class LinearScorer:
         with np.errstate(invalid="ignore", divide="ignore"):
             oov = np.where(lengths > 0, 1.0 - known / np.maximum(lengths, 1), 1.0)
         return _expit(self.intercept + dot), oov
+
+    def category_scores(self, normalised: list[str]) -> np.ndarray:
+        """P(category) for each text and category, [len(normalised), len(categories)]."""
+        out = np.empty((len(normalised), len(self.categories)))
+        for row, text in enumerate(normalised):
+            values, _, _ = self._features(self.analyze(text))
+            out[row] = self._category_logits(values)
+        return _expit(out)
+
+    def explain(self, raw: str, top: int) -> dict:
+        """The score of `raw` taken apart: each known
+        feature's contribution `x_j * coef_j` to the logit (and to each category's), with the raw
+        span of its first occurrence, the `top` largest by size first. Exact: all contributions
+        plus the intercept equal the logit that `per_text` turns into the score."""
+        grams = self.analyze.spans(track_normalised(raw))
+        values, first, _ = self._features([gram for gram, _, _ in grams], grams)
+        contributions = []
+        for term, x in values.items():
+            weight = self._weights[term][1]
+            start, end = first[term]
+            contributions.append((abs(x * weight), term, x * weight, start, end, x))
+        contributions.sort(key=lambda item: (-item[0], item[3], item[1]))
+        explanation = [
+            {
+                "start": start,
+                "end": end,
+                "text": raw[start:end],
+                "feature": term,
+                "contribution": contribution,
+                "categories": {
+                    name: x * coef for name, coef in zip(self.categories, self._category_weights[term], strict=True)
+                },
+            }
+            for _, term, contribution, start, end, x in contributions[:top]
+        ]
+        logit = self.intercept + sum(item[2] for item in contributions)
+        return {"logit": logit, "intercept": self.intercept, "explanation": explanation, "features": len(values)}
+
+    def _features(self, tokens: list[str], spans=None) -> tuple[dict[str, float], dict, int]:
+        """x_j for each known term of `tokens` (normalised like `per_text`), the first span of each
+        (when `spans` are given), and how many tokens were known."""
+        weights, log = self._weights, math.log
+        counts = Counter(tokens)
+        raw, known = {}, 0
+        for token, count in counts.items():
+            weight = weights.get(token)
+            if weight is None:
+                continue
+            known += count
+            tf = 1.0 if self.binary else (1.0 + log(count) if self.sublinear else float(count))
+            raw[token] = tf * weight[0]
+        if self.norm:
+            norm = math.sqrt(sum(v * v for v in raw.values())) if self.norm == "l2" else sum(map(abs, raw.values()))
+            if norm:
+                raw = {token: value / norm for token, value in raw.items()}
+        first: dict[str, tuple[int, int]] = {}
+        for gram, start, end in spans or ():
+            if gram in raw and gram not in first:
+                first[gram] = (start, end)
+        return raw, first, known
+
+    def _category_logits(self, values: dict[str, float]) -> list[float]:
+        logits = self.category_intercept.tolist()
+        for term, x in values.items():
+            for index, coef in enumerate(self._category_weights[term]):
+                logits[index] += x * coef
+        return logits
 
 
 def _sigmoid(x: float) -> float:

@@ -4,6 +4,11 @@
     scorer.npz   terms (UTF-8, newline-separated, column order), idf, coef, intercept
                  (np.load(allow_pickle=False): arrays of numbers and bytes only)
 
+Format /2 adds category heads: `categories` (names) in scorer.json, `category_coef` [c, terms] and
+`category_intercept` [c] in scorer.npz. A model without categories is still written as /1, so
+older servers keep loading it; a server that knows only /1 refuses a /2 artifact rather than
+serving it without the categories its manifest promises.
+
 The manifest lists both files with their sha256; `read_scorer` verifies the bytes before parsing
 them. `from_pipeline` builds a scorer from a fitted pipeline (the only place that needs
 scikit-learn), and `check_reproduces` is the gate training and `batchjob export` pass before a
@@ -25,6 +30,7 @@ from .scorer import NORMS, LinearScorer
 from .tokenizers import ANALYZER_NAMES, DEFAULT_TOKEN_PATTERN, describe, fingerprint, make_tokenizer
 
 FORMAT = "toxiserve.linear-tfidf/1"
+FORMAT_WITH_CATEGORIES = "toxiserve.linear-tfidf/2"
 JSON_FILE, ARRAYS_FILE = "scorer.json", "scorer.npz"
 TOLERANCE = 1e-12  # largest |score difference| from predict_proba a scorer may show to be written
 
@@ -56,11 +62,12 @@ def _analyzer_of(vectorizer):
     return make_tokenizer(name, params)
 
 
-def from_pipeline(pipeline, portable: bool = True) -> LinearScorer:
+def from_pipeline(pipeline, portable: bool = True, heads: dict | None = None) -> LinearScorer:
     """The scorer for a fitted pipeline, or UnsupportedPipeline saying why there is none.
 
     `portable`: with a named analyzer of ours, so it can be written as data. Otherwise (serving a
-    pickle that is already loaded) it keeps the vectorizer's own analyzer, exact by construction."""
+    pickle that is already loaded) it keeps the vectorizer's own analyzer, exact by construction.
+    `heads`: {category: binary LogisticRegression fitted on the pipeline's TF-IDF features}."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -83,6 +90,10 @@ def from_pipeline(pipeline, portable: bool = True) -> LinearScorer:
     terms = [""] * len(vectorizer.vocabulary_)
     for term, column in vectorizer.vocabulary_.items():
         terms[column] = term
+    heads = heads or {}
+    for category, head in heads.items():
+        if not isinstance(head, LogisticRegression) or head.coef_.shape != (1, len(terms)):
+            raise UnsupportedPipeline(f"category {category!r}: not a binary LogisticRegression over the same features")
     return LinearScorer(
         analyzer=_analyzer_of(vectorizer) if portable else vectorizer.build_analyzer(),
         terms=terms,
@@ -92,11 +103,15 @@ def from_pipeline(pipeline, portable: bool = True) -> LinearScorer:
         sublinear=vectorizer.sublinear_tf,
         binary=vectorizer.binary,
         norm=vectorizer.norm,
+        categories=tuple(heads),
+        category_coef=np.array([head.coef_[0] for head in heads.values()]).reshape(len(heads), len(terms)),
+        category_intercept=np.array([float(head.intercept_[0]) for head in heads.values()]),
     )
 
 
-def check_reproduces(scorer: LinearScorer, pipeline, texts: list[str]) -> dict[str, Any]:
-    """Both scoring paths against `pipeline.predict_proba` on `texts`; ModelError beyond TOLERANCE."""
+def check_reproduces(scorer: LinearScorer, pipeline, texts: list[str], heads: dict | None = None) -> dict[str, Any]:
+    """Both scoring paths against `pipeline.predict_proba` on `texts`, and the category scores
+    against each head's; ModelError beyond TOLERANCE."""
     from .text import normalize_texts
 
     expected = pipeline.predict_proba(texts)[:, 1]
@@ -105,6 +120,10 @@ def check_reproduces(scorer: LinearScorer, pipeline, texts: list[str]) -> dict[s
         float(np.abs(scorer.per_text(normalised)[0] - expected).max(initial=0.0)),
         float(np.abs(scorer.vectorised(normalised)[0] - expected).max(initial=0.0)),
     )
+    if heads and texts:
+        features = pipeline[:-1].transform(texts)
+        expected_categories = np.column_stack([head.predict_proba(features)[:, 1] for head in heads.values()])
+        worst = max(worst, float(np.abs(scorer.category_scores(normalised) - expected_categories).max()))
     if not worst <= TOLERANCE:  # also refuses NaN
         raise ModelError(
             f"the data-only scorer differs from predict_proba by {worst:.3g} (> {TOLERANCE:g}) on "
@@ -118,16 +137,20 @@ def write_scorer(scorer: LinearScorer, directory: Path, threshold: float, write_
     if any("\n" in term for term in scorer.terms):
         raise UnsupportedPipeline("a vocabulary term holds a newline; the normaliser should have folded it")
     buffer = io.BytesIO()
+    extra = {}
+    if scorer.categories:
+        extra = {"category_coef": scorer.category_coef, "category_intercept": scorer.category_intercept}
     np.savez(
         buffer,
         terms=np.frombuffer("\n".join(scorer.terms).encode("utf-8"), dtype=np.uint8),
         idf=scorer.idf,
         coef=scorer.coef,
         intercept=np.float64(scorer.intercept),
+        **extra,
     )
     arrays = buffer.getvalue()
     meta = {
-        "format": FORMAT,
+        "format": format_of(scorer),
         "analyzer": describe(scorer.analyze),
         "sublinear_tf": scorer.sublinear,
         "binary": scorer.binary,
@@ -137,10 +160,16 @@ def write_scorer(scorer: LinearScorer, directory: Path, threshold: float, write_
         "arrays": ARRAYS_FILE,
         "arrays_sha256": _sha256(arrays),
     }
+    if scorer.categories:
+        meta["categories"] = list(scorer.categories)
     described = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8")
     write_atomic(directory / ARRAYS_FILE, lambda tmp: Path(tmp).write_bytes(arrays))
     write_atomic(directory / JSON_FILE, lambda tmp: Path(tmp).write_bytes(described))
     return {JSON_FILE: _sha256(described), ARRAYS_FILE: _sha256(arrays)}
+
+
+def format_of(scorer: LinearScorer) -> str:
+    return FORMAT_WITH_CATEGORIES if scorer.categories else FORMAT
 
 
 def _read_verified(directory: Path, name: str, expected: str | None) -> bytes:
@@ -164,13 +193,15 @@ def read_scorer(directory: Path, files: dict[str, str], threshold: float) -> Lin
     arrays_bytes = _read_verified(directory, ARRAYS_FILE, files.get(ARRAYS_FILE))
     try:
         meta = json.loads(meta_bytes)
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (FORMAT, FORMAT_WITH_CATEGORIES):
             raise ModelError(f"{directory / JSON_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
         if meta["threshold"] != threshold:
             raise ModelError(f"{directory}: scorer threshold {meta['threshold']} differs from the manifest's")
         analyzer = make_tokenizer(meta["analyzer"]["name"], meta["analyzer"]["params"])
+        categories = tuple(meta.get("categories", ())) if meta["format"] == FORMAT_WITH_CATEGORIES else ()
         with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as arrays:
             terms = arrays["terms"].tobytes().decode("utf-8").split("\n")
+            heads = (arrays["category_coef"], arrays["category_intercept"]) if categories else (None, None)
             scorer = LinearScorer(
                 analyzer,
                 terms,
@@ -180,6 +211,8 @@ def read_scorer(directory: Path, files: dict[str, str], threshold: float) -> Lin
                 meta["sublinear_tf"],
                 meta["binary"],
                 meta["norm"],
+                categories,
+                *heads,
             )
     except ModelError:
         raise

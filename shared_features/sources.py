@@ -21,6 +21,10 @@ A spec is JSON (`models/toxicity/sources.json` is v3's), or one `--data` file pe
   rows (a seeded sample); `use: "eval"` sources are evaluated, never trained on.
 - `kind: "functional"` is the train half of the repo's functional suite (`functional.py`): its
   held-out half is never trained on, whatever the spec says.
+- `categories` gives a source's finer labels, for the category heads a model may declare:
+  `{"hate": {"column": "category", "positive": ["hate"], "negative": ["neither", "offensive"]}}`.
+  A row whose value is in neither list is unknown for that category: no head trains or is judged on
+  it. The functional suite labels its own (`functional.py`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ DEFAULT_LABELS = {"toxic": ("1", "toxic"), "clean": ("0", "clean")}
 USES = ("train", "eval")
 KINDS = ("file", "functional")
 _SOURCE_KEYS = {"name", "path", "kind", "text_column", "label_column", "labels", "split_column", "splits"}
-_SOURCE_KEYS |= {"weight", "cap", "use", "format", "license", "attribution", "origin"}
+_SOURCE_KEYS |= {"weight", "cap", "use", "format", "license", "attribution", "origin", "categories"}
+UNKNOWN = -1  # a row's category label where its source does not say
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class Source:
     license: str | None = None
     attribution: str | None = None
     origin: str | None = None
+    # {category: {"column", "positive", "negative"}}: how this source's rows are labelled per category.
+    categories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records of the spec (paths as given, never resolved)."""
@@ -81,17 +88,28 @@ class Source:
 
 @dataclass
 class SourceData:
-    """One source's rows, labels (1 toxic) and split ('train' / 'validation' / 'test')."""
+    """One source's rows, labels (1 toxic) and split ('train' / 'validation' / 'test'), and per
+    category 1, 0 or UNKNOWN for each row."""
 
     source: Source
     texts: list[str]
     labels: np.ndarray
     split: np.ndarray
     sha256: str
+    categories: dict[str, np.ndarray] = field(default_factory=dict)
 
     def part(self, name: str) -> tuple[list[str], np.ndarray]:
-        index = np.flatnonzero(self.split == name)
+        index = self._index(name)
         return [self.texts[i] for i in index], self.labels[index]
+
+    def category_part(self, name: str, category: str) -> tuple[np.ndarray, np.ndarray]:
+        """(positions within `part(name)`, labels) of the rows of `name` whose `category` is known."""
+        labels = self.categories[category][self._index(name)]
+        known = np.flatnonzero(labels != UNKNOWN)
+        return known, labels[known]
+
+    def _index(self, name: str) -> np.ndarray:
+        return np.arange(len(self.texts)) if name == "all" else np.flatnonzero(self.split == name)
 
 
 def source_from_dict(entry: dict[str, Any]) -> Source:
@@ -125,7 +143,34 @@ def source_from_dict(entry: dict[str, Any]) -> Source:
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise DatasetError(f"source {entry['name']!r}: cap must be a positive whole number or null")
     values["weight"] = float(weight)
+    values["categories"] = _category_specs(entry["name"], values.get("categories", {}))
     return Source(**values)
+
+
+def _category_specs(name: str, specs: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(specs, dict):
+        raise DatasetError(f"source {name!r}: categories must map each category to its labelling")
+    checked = {}
+    for category, spec in specs.items():
+        if (
+            not isinstance(spec, dict)
+            or set(spec) != {"column", "positive", "negative"}
+            or not isinstance(spec["column"], str)
+            or not all(isinstance(spec[key], list) and spec[key] for key in ("positive", "negative"))
+        ):
+            raise DatasetError(f"source {name!r}: category {category!r} needs column, positive and negative lists")
+        checked[category] = {
+            "column": spec["column"],
+            **{k: tuple(map(str, spec[k])) for k in ("positive", "negative")},
+        }
+    return checked
+
+
+def category_labels(values: list, spec: dict[str, Any]) -> np.ndarray:
+    """1 for a positive value, 0 for a negative one, UNKNOWN otherwise (compared as text)."""
+    positive, negative = set(spec["positive"]), set(spec["negative"])
+    as_text = [str(value).strip() for value in values]
+    return np.array([1 if v in positive else 0 if v in negative else UNKNOWN for v in as_text], dtype=np.int64)
 
 
 def read_spec(path: str | os.PathLike) -> list[Source]:
@@ -207,6 +252,7 @@ def load_source(
 
     path = resolve_path(source, data_root)
     wanted = [source.text_column, source.label_column] + ([source.split_column] if source.split_column else [])
+    wanted += [spec["column"] for spec in source.categories.values()]
     try:
         if detect_format(path, source.format) == "csv":
             frame = pd.read_csv(path, keep_default_na=False, dtype=str)
@@ -225,7 +271,10 @@ def load_source(
         split = _column_split(frame[source.split_column].tolist(), source, labels, seed, validation_size, path)
     else:
         split = seeded_split(labels, seed, test_size, validation_size)
-    return SourceData(source, texts, labels, split, sha256_file(path))
+    categories = {
+        name: category_labels(frame[spec["column"]].tolist(), spec) for name, spec in source.categories.items()
+    }
+    return SourceData(source, texts, labels, split, sha256_file(path), categories)
 
 
 def load_spec(path: str | os.PathLike, data_root: str | os.PathLike | None = None, progress=None) -> list[SourceData]:

@@ -15,6 +15,8 @@ import hashlib
 import re
 from typing import Any
 
+from .spans import Tracked
+
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # words of two or more word characters
 
 
@@ -46,6 +48,12 @@ class WordNgrams:
             grams.extend(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
         return grams
 
+    def spans(self, tracked: Tracked) -> list[tuple[str, int, int]]:
+        """What `self(tracked.text)` returns, each n-gram with its raw span."""
+        group = 1 if self._pattern.groups else 0
+        words = [(m.group(group), *tracked.span(*m.span(group))) for m in self._pattern.finditer(tracked.text)]
+        return _ngram_spans(words, *self.ngram_range)
+
     def params(self) -> dict[str, Any]:
         return {"ngram_range": list(self.ngram_range), "token_pattern": self.token_pattern}
 
@@ -74,6 +82,25 @@ class CharWbNgrams:
                 continue
             # One comprehension per word: the hot loop of char n-gram models (a generator per n was 1.5x slower).
             grams += [padded[i : i + n] for n in range(low, min(high, length) + 1) for i in range(length - n + 1)]
+        return grams
+
+    def spans(self, tracked: Tracked) -> list[tuple[str, int, int]]:
+        """What `self(tracked.text)` returns, each n-gram with the raw span of its letters."""
+        low, high = self.ngram_range
+        grams: list[tuple[str, int, int]] = []
+        for match in re.finditer(r"\S+", tracked.text):
+            padded, begin = f" {match.group()} ", match.start()
+            length = len(padded)
+            # Padded position p is word character p - 1; the pads take the word's first and last.
+            first, last = begin, match.end() - 1
+            if length <= low:
+                grams.append((padded, *tracked.span(first, last + 1)))
+                continue
+            for n in range(low, min(high, length) + 1):
+                for i in range(length - n + 1):
+                    start = min(max(begin + i - 1, first), last)
+                    end = min(max(begin + i + n - 2, first), last)
+                    grams.append((padded[i : i + n], tracked.starts[start], tracked.ends[end]))
         return grams
 
     def params(self) -> dict[str, Any]:
@@ -145,6 +172,63 @@ class RobustWordNgrams:
             self._clause(clause, grams)
         return grams
 
+    def spans(self, tracked: Tracked) -> list[tuple[str, int, int]]:
+        """What `self(tracked.text)` returns, each n-gram with its raw span: the same pass as
+        `__call__`, over (token, start, end); tests hold the two equal on every data row."""
+        folded = track_folded(tracked)
+        grams: list[tuple[str, int, int]] = []
+        clause: list[tuple[str, int, int]] = []
+        singles: list[tuple[str, int, int]] = []
+
+        def joined() -> tuple[str, int, int]:
+            return _unleet_word("".join(s[0] for s in singles)), singles[0][1], singles[-1][2]
+
+        for match in _TOKEN.finditer(folded.text):
+            token, (start, end) = match.group(), folded.span(*match.span())
+            if len(token) > 1:
+                if singles:
+                    if len(singles) >= 3:
+                        clause.append(joined())
+                    singles = []
+                if token == "but":
+                    if clause:
+                        self._clause_spans(clause, grams)
+                        clause = []
+                elif token.isalpha() or token.isdigit():
+                    clause.append((token, start, end))
+                else:
+                    clause.append((_unleet_word(token), start, end))
+            elif token.isalnum():
+                singles.append((token, start, end))
+            else:
+                if singles:
+                    if len(singles) >= 3:
+                        clause.append(joined())
+                    singles = []
+                if token in _BOUNDARIES:
+                    if clause:
+                        self._clause_spans(clause, grams)
+                        clause = []
+                elif _is_pictograph(token):
+                    clause.append((token, start, end))
+        if len(singles) >= 3:
+            clause.append(joined())
+        if clause:
+            self._clause_spans(clause, grams)
+        return grams
+
+    def _clause_spans(self, words: list[tuple[str, int, int]], grams: list[tuple[str, int, int]]) -> None:
+        identity = self._identity
+        unigrams = words
+        if identity and any(word in identity for word, _, _ in words):
+            words = unigrams = [(GROUP_TOKEN if word in identity else word, start, end) for word, start, end in words]
+            if not self.group_unigram:
+                unigrams = [word for word in words if word[0] != GROUP_TOKEN]
+        low, high = self.ngram_range
+        if low == 1:
+            grams += unigrams
+        grams += _ngram_spans(words, max(low, 2), high)
+
     def _clause(self, words: list[str], grams: list[str]) -> None:
         low, high = self.ngram_range
         identity = self._identity
@@ -212,6 +296,33 @@ def fold_variants(text: str) -> str:
     if "*" in text or "#" in text:
         text = _MASKED.sub(r"\1\2", text)
     return text
+
+
+def track_folded(tracked: Tracked) -> Tracked:
+    """`fold_variants(tracked.text)`, with raw spans (the same rules, in the same order)."""
+    text = tracked.text
+    if "n't" in text or "n\u2019t" in text:
+        tracked = tracked.sub(_NEGATION, " not")
+    if '"' in text or (not text.isascii() and _QUOTES.search(text)):
+        tracked = tracked.sub(_QUOTES, " xxquote ")
+    if "$" in text or "@" in text:
+        tracked = tracked.sub(_SYMBOL_LEET, lambda m: m.group(0).translate(_LEET))
+    if _MAYBE_REPEATS.search(tracked.text):
+        tracked = tracked.sub(_REPEATS, r"\1\1")
+    if "*" in text or "#" in text:
+        tracked = tracked.sub(_MASKED, r"\1\2")
+    return tracked
+
+
+def _ngram_spans(words: list[tuple[str, int, int]], low: int, high: int) -> list[tuple[str, int, int]]:
+    """Every run of low..high words (unigrams first), joined by one space, spanning first to last."""
+    grams = list(words) if low == 1 else []
+    for n in range(max(low, 2), min(high, len(words)) + 1):
+        grams += [
+            (" ".join(w[0] for w in words[i : i + n]), words[i][1], words[i + n - 1][2])
+            for i in range(len(words) - n + 1)
+        ]
+    return grams
 
 
 def _unleet_word(word: str) -> str:

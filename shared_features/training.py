@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from .artifacts import LoadedModel, save_artifact
+from .category_heads import category_names, category_report, fit_heads
 from .dataset import LabeledData
 from .drift import feature_values, reference_profile
 from .evaluation import choose_threshold, evaluate
 from .pipeline import build_pipeline
-from .sources import Source, SourceData, combined_sha256, seeded_split
+from .sources import UNKNOWN, Source, SourceData, combined_sha256, seeded_split
 from .text import normalize_texts
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,16 @@ def as_source_data(data: LabeledData, seed: int = SEED) -> SourceData:
 
 def training_rows(
     datas: list[SourceData], excluded: dict[str, set[str]], seed: int
-) -> tuple[list, np.ndarray, np.ndarray, dict]:
+) -> tuple[list, np.ndarray, np.ndarray, dict, dict[str, np.ndarray]]:
     """The rows to fit on: each training source's train rows, without any row whose normalised text
-    is an evaluation row or an earlier training row of another source, capped; with sample weights."""
+    is an evaluation row or an earlier training row of another source, capped; with sample weights,
+    and each row's label per category (UNKNOWN where its source gives none)."""
     rng = np.random.default_rng(seed)
+    names = category_names(datas)
     texts: list[str] = []
     labels: list[np.ndarray] = []
     weights: list[np.ndarray] = []
+    categories: dict[str, list[np.ndarray]] = {name: [] for name in names}
     taken: set[str] = set()
     report: dict[str, dict] = {}
     for data in datas:
@@ -81,6 +85,10 @@ def training_rows(
         if data.source.cap is not None and len(keep) > data.source.cap:
             keep = sorted(rng.choice(keep, size=data.source.cap, replace=False).tolist())
         kept_labels = part_labels[keep]
+        train_index = np.flatnonzero(data.split == "train")[keep]
+        for category in names:
+            known = data.categories.get(category)
+            categories[category].append(known[train_index] if known is not None else np.full(len(keep), UNKNOWN))
         texts.extend(part_texts[i] for i in keep)
         labels.append(kept_labels)
         weights.append(np.full(len(keep), data.source.weight))
@@ -90,7 +98,8 @@ def training_rows(
             "dropped_as_duplicates_of_other_sources": duplicate,
         }
     weight = np.concatenate(weights)
-    return texts, np.concatenate(labels), weight / weight.mean(), report
+    per_category = {name: np.concatenate(parts) for name, parts in categories.items()}
+    return texts, np.concatenate(labels), weight / weight.mean(), report, per_category
 
 
 FUNCTIONAL_HELD_OUT = "functional (held-out half)"
@@ -159,10 +168,14 @@ def train_sources(
     if not any(data.source.use == "train" for data in datas):
         raise ValueError("no source is for training")
     say(f"{len(datas)} sources read; removing evaluation rows and duplicates from the training rows")
-    train_x, train_y, train_w, used = training_rows(datas, evaluation_keys(datas), seed)
+    train_x, train_y, train_w, used, train_categories = training_rows(datas, evaluation_keys(datas), seed)
     say(f"fitting on {len(train_x)} rows")
     pipeline = build_pipeline(params)
     pipeline.fit(train_x, train_y, clf__sample_weight=train_w)
+    heads = {}
+    if train_categories:
+        say(f"fitting the category heads {', '.join(train_categories)} on the same features")
+        heads = fit_heads(pipeline, params, train_x, train_w, train_categories)
     say("scoring every held-out row and choosing the threshold on the validation rows")
     scored: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # each held-out part scored once
     held_out: list[str] = []
@@ -217,11 +230,13 @@ def train_sources(
             "source": datas[0].source.name if single else "+".join(d.source.name for d in datas),
             "sources": sources,
         },
-        "training_seconds": round(time.perf_counter() - started, 2),
     }
+    if heads:
+        manifest["categories"], manifest["metrics"]["categories"] = category_report(pipeline, heads, datas)
+    manifest["training_seconds"] = round(time.perf_counter() - started, 2)
     say(f"checking the data-only scorer against predict_proba on {len(held_out)} held-out rows")
     # The data-only scorer must reproduce predict_proba on every held-out row, or no manifest is written.
-    saved = save_artifact(pipeline, Path(output_root) / name / version, manifest, check_texts=held_out)
+    saved = save_artifact(pipeline, Path(output_root) / name / version, manifest, check_texts=held_out, heads=heads)
     log.info("trained %s/%s: test ROC-AUC %s", name, version, (saved["metrics"]["test"] or {}).get("roc_auc"))
     return saved
 

@@ -114,7 +114,7 @@ def test_no_training_row_is_another_sources_evaluation_row(data_root):
 
     datas = [load_source(source, data_root) for source in read_spec(data_root / "spec.json")]
     planted = (data_root / "planted.txt").read_text()
-    texts, _, weights, report = training_rows(datas, evaluation_keys(datas), seed=42)
+    texts, _, weights, report, _ = training_rows(datas, evaluation_keys(datas), seed=42)
     assert normalize_text(planted) not in {normalize_text(t) for t in texts}
     assert report["alpha"]["dropped_as_evaluation_rows"] >= 1
     alpha_train = datas[0].part("train")[0]

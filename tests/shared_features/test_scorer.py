@@ -137,8 +137,8 @@ def test_a_scorer_that_does_not_reproduce_is_never_named_by_a_manifest(tiny_csv,
 
     real = from_pipeline
 
-    def slightly_wrong(pipeline):
-        broken = real(pipeline)
+    def slightly_wrong(pipeline, **kwargs):
+        broken = real(pipeline, **kwargs)
         broken.intercept += 1e-6
         return broken
 
