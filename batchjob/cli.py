@@ -311,6 +311,15 @@ def input_options(command):
 @click.option("--summary", "summary_path", help="Also write the JSON summary to this path.")
 @click.option("--keep-text", is_flag=True, help="Keep the text column in the output.")
 @click.option(
+    "--explain",
+    "explain",
+    type=click.IntRange(0, 50),
+    default=0,
+    metavar="K",
+    help="Add an explanation column: each row's K largest contributions to its score as JSON, with their "
+    "spans in the row's text (0: none).",
+)
+@click.option(
     "--output-prefix",
     default="",
     help="Before the names of the added columns (score, label, model_version; row_number, reason in the rejects), "
@@ -355,6 +364,7 @@ def score(
     max_text_chars,
     summary_path,
     keep_text,
+    explain,
     output_prefix,
     escape_formulas,
     engine,
@@ -363,9 +373,10 @@ def score(
 ) -> None:
     """Score a CSV or Parquet INPUT (Parquet: a file, directory or glob) into OUTPUT.
 
-    Every input row ends up in OUTPUT (with score, label, model_version) or in the rejects file
-    (with its 0-based row_number and a reason): rows_in == rows_scored + rows_rejected. OUTPUT
-    appears only when complete. The JSON summary goes to stdout.
+    Every input row ends up in OUTPUT (with score, label, model_version, and score_<category> for
+    each category of a model that has them) or in the rejects file (with its 0-based row_number and
+    a reason): rows_in == rows_scored + rows_rejected. OUTPUT appears only when complete. The JSON
+    summary goes to stdout.
     """
     if scheduler and engine != "dask":
         raise click.UsageError("--scheduler needs --engine dask")
@@ -389,6 +400,7 @@ def score(
         escape_formulas=escape_formulas,
         max_chars=max_text_chars,
         on_version_mismatch=job.on_version_mismatch,
+        explain=explain,
     )
     if engine == "dask":
         if detect_format(input_path, input_format) != "parquet":

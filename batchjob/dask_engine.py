@@ -22,7 +22,7 @@ import pyarrow as pa
 from distributed import Client, LocalCluster
 
 from shared_features import LoadedModel, ModelRegistry
-from shared_features.batch import added_columns, check_columns, score_chunk
+from shared_features.batch import added_columns, check_columns, detail_columns, score_chunk
 
 from .io import parquet_files
 from .scoring import Counts, ScoreJob, load_model, summary
@@ -43,7 +43,9 @@ def score_partition(frame: pd.DataFrame, job: ScoreJob, offsets: list[int], part
     model = _model(str(job.model_dir), job.model, job.version, job.on_version_mismatch)
     first_row = offsets[partition_info["number"]] if partition_info else 0
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    chunk = score_chunk(model, table, job.text_column, first_row, job.keep_text, job.max_chars, job.output_prefix)
+    chunk = score_chunk(
+        model, table, job.text_column, first_row, job.keep_text, job.max_chars, job.output_prefix, job.explain
+    )
     _, (row_number, reason) = added_columns(job.output_prefix)
     scored = chunk.scored.append_column(REASON_COLUMN, pa.nulls(chunk.scored.num_rows, pa.string()))
     scored = scored.append_column(row_number, pa.nulls(chunk.scored.num_rows, pa.int64()))
@@ -74,10 +76,16 @@ def run_dask(job: ScoreJob, scheduler: str | None = None) -> dict:
     tmp_rejects = Path(tempfile.mkdtemp(dir=rejects_out.parent, prefix=f".{rejects_out.name}.", suffix=".partial"))
     try:
         frame = dd.read_parquet(files, split_row_groups="adaptive")
+        details = [name for name, _ in detail_columns(model, job.explain)]
         check_columns(
-            pa.Schema.from_pandas(frame._meta, preserve_index=False), job.text_column, job.keep_text, job.output_prefix
+            pa.Schema.from_pandas(frame._meta, preserve_index=False),
+            job.text_column,
+            job.keep_text,
+            job.output_prefix,
+            details,
         )
         outputs, (row_number, reason) = added_columns(job.output_prefix)
+        outputs = (*outputs, *(job.output_prefix + name for name in details))
         lengths = frame.map_partitions(len).compute().tolist()
         offsets = [sum(lengths[:i]) for i in range(len(lengths))]
         meta = score_partition(frame._meta, job, [0])

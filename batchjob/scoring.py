@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from shared_features import LoadedModel, ModelRegistry
-from shared_features.batch import added_columns, assemble, check_columns, score_values
+from shared_features.batch import added_columns, assemble, check_columns, detail_columns, score_values
 from shared_features.errors import ToxiserveError
 from shared_features.text import MAX_TEXT_CHARS
 
@@ -45,6 +45,7 @@ class ScoreJob:
     escape_formulas: bool = True  # CSV output: prefix cells a spreadsheet would run as formulas with '
     max_chars: int = MAX_TEXT_CHARS
     on_version_mismatch: str = "error"
+    explain: int = 0  # top contributions per row in an `explanation` column (0: none)
 
     def rejects_path(self) -> str:
         if self.rejects:
@@ -83,8 +84,8 @@ def _init_spawned_worker(model_dir: str, name: str, version: str, policy: str) -
     _worker_model = ModelRegistry(model_dir, policy).load(name, version)
 
 
-def _score_in_worker(texts: list, max_chars: int):
-    return score_values(_worker_model, texts, max_chars)
+def _score_in_worker(texts: list, max_chars: int, explain: int):
+    return score_values(_worker_model, texts, max_chars, explain)
 
 
 def _start_helpers(count: int, model: LoadedModel, job: ScoreJob) -> ProcessPoolExecutor:
@@ -145,12 +146,12 @@ def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_inte
 
     def finish_oldest() -> None:
         table, first_row, outcome = pending.popleft()
-        scores, reasons = outcome.result() if isinstance(outcome, Future) else outcome
+        scored, reasons = outcome.result() if isinstance(outcome, Future) else outcome
         chunk = assemble(
             table,
             job.text_column,
             first_row,
-            scores,
+            scored,
             reasons,
             model.version,
             model.threshold,
@@ -168,13 +169,14 @@ def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_inte
         for table in source.chunks():
             if schema is None:
                 schema = table.schema
-                check_columns(schema, job.text_column, job.keep_text, job.output_prefix)
+                details = [name for name, _ in detail_columns(model, job.explain)]
+                check_columns(schema, job.text_column, job.keep_text, job.output_prefix, details)
             texts = table.column(job.text_column).to_pylist()
             queued = sum(1 for *_, o in pending if isinstance(o, Future) and not o.done())
             if pool and queued < 2 * helpers:  # keep each helper one chunk ahead
-                outcome = pool.submit(_score_in_worker, texts, job.max_chars)
+                outcome = pool.submit(_score_in_worker, texts, job.max_chars, job.explain)
             else:
-                outcome = score_values(model, texts, job.max_chars)
+                outcome = score_values(model, texts, job.max_chars, job.explain)
             pending.append((table, counts.rows_in, outcome))
             counts.rows_in += table.num_rows
             # Write finished chunks in order; a bounded window keeps memory to a few chunks.
@@ -184,7 +186,7 @@ def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_inte
                 finish_oldest()
         while pending:
             finish_oldest()
-        empty_scored, empty_rejects = _empty_schemas(schema, job)
+        empty_scored, empty_rejects = _empty_schemas(schema, job, model)
         output.commit(empty_scored)
         rejects.commit(empty_rejects)
     except BaseException:
@@ -195,11 +197,12 @@ def _stream(job: ScoreJob, model: LoadedModel, pool, helpers: int, progress_inte
     return counts
 
 
-def _empty_schemas(schema: pa.Schema | None, job: ScoreJob) -> tuple[pa.Schema, pa.Schema]:
+def _empty_schemas(schema: pa.Schema | None, job: ScoreJob, model: LoadedModel) -> tuple[pa.Schema, pa.Schema]:
     """Schemas for outputs of an input with no rows at all, so the files are still valid and typed."""
     base = [f for f in (schema or pa.schema([])) if job.keep_text or f.name != job.text_column]
     (score, label, version), (row_number, reason) = added_columns(job.output_prefix)
-    scored = pa.schema([*base, (score, pa.float64()), (label, pa.string()), (version, pa.string())])
+    details = [(job.output_prefix + name, kind) for name, kind in detail_columns(model, job.explain)]
+    scored = pa.schema([*base, (score, pa.float64()), (label, pa.string()), (version, pa.string()), *details])
     rejects = pa.schema([(row_number, pa.int64()), (reason, pa.string()), *base])
     return scored, rejects
 

@@ -25,7 +25,7 @@ from service.admission.auth import API_KEY_HEADER
 from service.admission.backpressure import overloaded, queue_wait
 from service.admission.deadline import Deadline
 from service.call import Call
-from service.core.inference import InferenceService, Prediction
+from service.core.inference import PLAIN, Detail, InferenceService, Prediction
 from service.core.readiness import STARTING
 from service.errors import NotReadyError, UnauthorizedError
 from service.observability import metrics
@@ -51,12 +51,13 @@ def answer_facts(call: Call, current_revision: int) -> dict:
 def one_answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
     """The answer body of a single-text prediction: HTTP /predict, /vN/predict and gRPC Predict."""
     (prediction,) = predictions
-    return {
+    body = {
         "label": prediction.label,
         "score": prediction.score,
         "model_version": model_version,
         "request_id": request_id,
     }
+    return prediction.add_details(body)
 
 
 def batch_answer(predictions: list[Prediction], model_version: str, request_id: str) -> dict:
@@ -100,13 +101,14 @@ class DataPlane:
         single: bool = False,
         client_gone: Callable[[], bool] | None = None,
         per_item: bool = False,
+        detail: Detail = PLAIN,
     ) -> dict:
         """Admit, then answer `texts` with `version` (None: the canary router decides).
 
         `shape(predictions, model_version, request_id)` is the transport's answer body: what
         idempotency stores and replays for this `operation` (a route or RPC), so a replay is
         byte-for-byte the first answer. With `per_item`, an unusable text of a batch is answered in
-        its place instead of refusing the batch.
+        its place instead of refusing the batch. `detail` adds categories and explanations.
         """
         service = self.service
         call.text_count = None if single else len(texts)
@@ -132,9 +134,9 @@ class DataPlane:
                 chosen = self._route(call, version)
                 try:
                     if single:
-                        predictions = [service.inference.predict(texts[0], chosen, deadline)]
+                        predictions = [service.inference.predict(texts[0], chosen, deadline, detail)]
                     else:
-                        predictions = service.inference.predict_batch(texts, chosen, deadline, per_item)
+                        predictions = service.inference.predict_batch(texts, chosen, deadline, per_item, detail)
                 except Exception as exc:
                     if version is None and arm_fault(exc):
                         service.evidence.failed(call.rollout_revision, call.arm, call.key_id)
@@ -154,6 +156,8 @@ class DataPlane:
                 payload = {"texts": texts, "version": version, "single": single}
                 if per_item:  # only then: the records of requests without it keep their fingerprint
                     payload["per_item"] = True
+                if detail:  # likewise
+                    payload["detail"] = detail.as_payload()
                 try:
                     body, replayed = service.idempotency.run_once(
                         call.key_id,

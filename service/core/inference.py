@@ -15,7 +15,7 @@ from service.errors import EmptyBatchError, InferenceFailedError, NotFoundError
 from service.observability import metrics
 from service.observability.drift_monitor import DriftMonitor
 from shared_features import LoadedModel
-from shared_features.errors import UnprocessableError
+from shared_features.errors import ToxiserveError, UnprocessableError
 from shared_features.text import screen_text
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,44 @@ def _chunks(texts: list[str]) -> list[tuple[int, int]]:
 
 
 @dataclass(frozen=True)
+class Detail:
+    """What a request asked to add to each answer: category scores, and the top `explain` contributions."""
+
+    categories: bool = False
+    explain: int = 0
+
+    def __bool__(self) -> bool:
+        return self.categories or self.explain > 0
+
+    def as_payload(self) -> dict:
+        """For the idempotency fingerprint: the same text asked for more is another request."""
+        return {"categories": self.categories, "explain": self.explain}
+
+
+PLAIN = Detail()
+
+
+@dataclass(frozen=True)
 class Prediction:
     label: str
     score: float
     model_version: str
+    categories: dict[str, float] | None = None
+    labels: list[str] | None = None
+    explanation: list[dict] | None = None
 
     def as_result(self) -> dict:
-        return {"label": self.label, "score": self.score}
+        result = {"label": self.label, "score": self.score}
+        return self.add_details(result)
+
+    def add_details(self, body: dict) -> dict:
+        """`body` with the fields the request asked for (none: exactly the plain answer)."""
+        if self.categories is not None:
+            body["categories"] = self.categories
+            body["labels"] = self.labels
+        if self.explanation is not None:
+            body["explanation"] = self.explanation
+        return body
 
 
 @dataclass(frozen=True)
@@ -190,17 +221,24 @@ class InferenceService:
     def max_seconds_per_char(self) -> float:
         return max(self.seconds_per_char.values(), default=0.0)
 
-    def predict(self, text: str, version: str, deadline: Deadline | None = None) -> Prediction:
+    def predict(self, text: str, version: str, deadline: Deadline | None = None, detail: Detail = PLAIN) -> Prediction:
         model = self.model(version)
         normalised = self.screen(text)
-        if self.batcher is not None:
+        if self.batcher is not None and not detail:
             score = self.batcher.score(version, normalised, text)
         else:
             score = self._score(model, [normalised], [text], deadline)[0]
+        if detail:
+            return self._detailed(model, [normalised], [text], [score], detail, deadline)[0]
         return Prediction("toxic" if score >= model.threshold else "clean", score, version)
 
     def predict_batch(
-        self, texts: list[str], version: str, deadline: Deadline | None = None, per_item: bool = False
+        self,
+        texts: list[str],
+        version: str,
+        deadline: Deadline | None = None,
+        per_item: bool = False,
+        detail: Detail = PLAIN,
     ) -> list[Prediction | ItemError]:
         """Every text scored, in order; with `per_item`, an unusable text is an ItemError in its place."""
         model = self.model(version)
@@ -210,10 +248,56 @@ class InferenceService:
             kept = [i for i in range(len(texts)) if i not in refused]
             normalised, texts = [normalised[i] for i in kept], [texts[i] for i in kept]
         scores = self._score(model, normalised, texts, deadline) if texts else []
-        predictions = [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
+        if detail and texts:
+            predictions = self._detailed(model, normalised, texts, scores, detail, deadline)
+        else:
+            predictions = [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
         if refused:
             scored = iter(predictions)
             predictions = [refused.get(i) or next(scored) for i in range(len(refused) + len(predictions))]
+        return predictions
+
+    def _detailed(
+        self,
+        model: LoadedModel,
+        normalised: list[str],
+        raw: list[str],
+        scores: list[float],
+        detail: Detail,
+        deadline: Deadline | None,
+    ) -> list[Prediction]:
+        """Predictions with the categories and explanations `detail` asks for (one more pass over
+        each text's features; explanations also replay the normaliser with spans, in chunks that
+        check the deadline)."""
+        names = list(model.categories)
+        thresholds = [model.categories[name]["threshold"] for name in names]
+        try:
+            per_category = model.category_scores(normalised).tolist() if detail.categories and names else None
+            explanations: list[list[dict] | None] = [None] * len(raw)
+            if detail.explain:
+                if not model.explains:
+                    raise UnprocessableError(
+                        f"model {model.version} cannot explain its scores (it was loaded from a pickle)"
+                    )
+                for begin, end in _chunks(normalised):
+                    if deadline is not None:
+                        deadline.check(client_too=begin > 0)
+                    for index in range(begin, end):
+                        explanations[index] = model.explain(raw[index], detail.explain)["explanation"]
+        except ToxiserveError:
+            raise
+        except Exception as exc:
+            log.exception("explaining failed for model %s (%s)", model.version, type(exc).__name__)
+            raise InferenceFailedError(f"model {model.version} failed to score the input") from None
+        predictions = []
+        for index, score in enumerate(scores):
+            categories = labels = None
+            if detail.categories:
+                values = per_category[index] if per_category is not None else []
+                categories = dict(zip(names, values, strict=True))
+                labels = [name for name, p, t in zip(names, values, thresholds, strict=True) if p >= t]
+            label = "toxic" if score >= model.threshold else "clean"
+            predictions.append(Prediction(label, score, model.version, categories, labels, explanations[index]))
         return predictions
 
     def warm(self, model: LoadedModel) -> None:

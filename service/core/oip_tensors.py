@@ -1,4 +1,9 @@
-"""Open Inference Protocol tensors: the model's one input and two outputs, in JSON and raw binary form.
+"""Open Inference Protocol tensors: the model's one input and its outputs, in JSON and raw binary form.
+
+`score` and `label` are what a request that names no outputs gets (as before). Two more come when
+asked for by name: `categories`, FP64 [N, C] (row-major; its `parameters.categories` names the C
+columns, comma-separated, as does the version's model metadata), and `explanation`, BYTES [N], one
+JSON list per text of its top contributions (`parameters.top_k` on the requested output, default 5).
 
 Shared by the REST endpoints (with the binary tensor data extension) and the gRPC service. Raw
 binary tensors are little-endian and row-major; a BYTES element is a 4-byte little-endian unsigned
@@ -8,16 +13,24 @@ length followed by that many bytes (KServe's and Triton's binary tensor data ext
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
 
-from service.core.inference import Prediction
+from service.core.inference import PLAIN, Detail, Prediction
+from service.core.schemas import DEFAULT_EXPLAIN, MAX_EXPLAIN
 from service.errors import EmptyBatchError, InvalidPayloadError
 
 INPUT = {"name": "text", "datatype": "BYTES", "shape": [-1]}
-OUTPUTS = ({"name": "score", "datatype": "FP64", "shape": [-1]}, {"name": "label", "datatype": "BYTES", "shape": [-1]})
+OUTPUTS = (
+    {"name": "score", "datatype": "FP64", "shape": [-1]},
+    {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    {"name": "categories", "datatype": "FP64", "shape": [-1, -1]},
+    {"name": "explanation", "datatype": "BYTES", "shape": [-1]},
+)
 OUTPUT_NAMES = tuple(output["name"] for output in OUTPUTS)
+DEFAULT_OUTPUTS = ("score", "label")  # what a request that names none gets
 EXTENSIONS = ["binary_tensor_data"]
 _LENGTH = struct.Struct("<I")
 
@@ -79,13 +92,38 @@ def json_texts(data, count: int) -> list[str]:
     return data
 
 
+def outputs_metadata(category_names: list[list[str]]) -> list[dict]:
+    """The outputs' metadata for versions with these categories: C and the names where all agree."""
+    outputs = [dict(output) for output in OUTPUTS]
+    if category_names and all(names == category_names[0] for names in category_names):
+        outputs[2] = {**outputs[2], "shape": [-1, len(category_names[0])]}
+        outputs[2]["parameters"] = {"categories": ",".join(category_names[0])}
+    return outputs
+
+
 def output_tensors(predictions: list[Prediction]) -> list[dict]:
-    """Both outputs in JSON form: what idempotency stores; a transport picks and encodes them."""
+    """Every output asked for, in JSON form: what idempotency stores; a transport picks and encodes them."""
     count = len(predictions)
-    return [
+    tensors = [
         {"name": "score", "datatype": "FP64", "shape": [count], "data": [p.score for p in predictions]},
         {"name": "label", "datatype": "BYTES", "shape": [count], "data": [p.label for p in predictions]},
     ]
+    first = predictions[0]
+    if first.categories is not None:
+        names = list(first.categories)
+        tensors.append(
+            {
+                "name": "categories",
+                "datatype": "FP64",
+                "shape": [count, len(names)],
+                "data": [p.categories[name] for p in predictions for name in names],
+                "parameters": {"categories": ",".join(names)},
+            }
+        )
+    if first.explanation is not None:
+        data = [json.dumps(p.explanation, separators=(",", ":"), ensure_ascii=False) for p in predictions]
+        tensors.append({"name": "explanation", "datatype": "BYTES", "shape": [count], "data": data})
+    return tensors
 
 
 def infer_answer(model_name: str):
@@ -106,8 +144,19 @@ def infer_answer(model_name: str):
 def wanted_outputs(requested: list[str]) -> list[str]:
     unknown = sorted(set(requested) - set(OUTPUT_NAMES))
     if unknown:
-        raise invalid(f"unknown outputs {unknown}; this model has 'score' and 'label'", "outputs")
-    return requested or list(OUTPUT_NAMES)
+        raise invalid(f"unknown outputs {unknown}; this model has {', '.join(OUTPUT_NAMES)}", "outputs")
+    return requested or list(DEFAULT_OUTPUTS)
+
+
+def detail_for(names: list[str], top_k: object = None) -> Detail:
+    """What scoring must add for the requested outputs; `top_k` is the explanation output's parameter."""
+    if "explanation" not in names:
+        return Detail(categories="categories" in names) if "categories" in names else PLAIN
+    if top_k is None:
+        top_k = DEFAULT_EXPLAIN
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_EXPLAIN:
+        raise invalid(f"output 'explanation' parameter top_k must be a whole number from 1 to {MAX_EXPLAIN}", "outputs")
+    return Detail(categories="categories" in names, explain=top_k)
 
 
 def raw_output(tensor: dict) -> bytes:

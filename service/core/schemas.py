@@ -7,14 +7,57 @@ from marshmallow import Schema, ValidationError, fields, validate
 from service.request_context import REQUEST_ID_RULE, REQUEST_ID_SCHEMA_PATTERN, is_valid_request_id
 
 LABELS = ("toxic", "clean")
+DEFAULT_EXPLAIN = 5  # top contributions for `"explain": true`
+MAX_EXPLAIN = 50  # the most an answer lists: bounds the work and the body
 
 
-class PredictRequestSchema(Schema):
+class ExplainField(fields.Field):
+    """`true` (the top DEFAULT_EXPLAIN), `false` (none) or a whole number k, 0..MAX_EXPLAIN: how many
+    contributions each answer lists. Read as k; 0 adds nothing."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            return DEFAULT_EXPLAIN if value else 0
+        if isinstance(value, int) and 0 <= value <= MAX_EXPLAIN:
+            return value
+        raise ValidationError(f"must be true, false or a whole number from 0 to {MAX_EXPLAIN}")
+
+
+class ExactBoolean(fields.Boolean):
+    """true or false and nothing else: 0, 1 and "yes" are 400 (0 == False in Python, not in JSON)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class DetailRequestMixin(Schema):
+    """What an answer adds on request; a client that sends neither gets exactly the plain answer."""
+
+    categories = ExactBoolean(
+        load_default=False,
+        metadata={
+            "description": "true: each answer adds `categories` ({name: P(category)}, the model's categories; "
+            "empty for a model that has none) and `labels` (the categories at or over their thresholds)."
+        },
+    )
+    explain = ExplainField(
+        load_default=0,
+        metadata={
+            "description": f"true (the top {DEFAULT_EXPLAIN}) or k (0-{MAX_EXPLAIN}): each answer adds `explanation`, "
+            "the k features that moved its score most, largest first, each with its span in the text sent.",
+            "oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN}],
+        },
+    )
+
+
+class PredictRequestSchema(DetailRequestMixin):
     text = fields.String(required=True, metadata={"description": "Raw text, 1-2000 characters, not blank."})
     request_id = fields.String(metadata={"description": "Client id for retries/idempotency; 1-128 of A-Za-z0-9._:-"})
 
 
-class BatchPredictRequestSchema(Schema):
+class BatchPredictRequestSchema(DetailRequestMixin):
     texts = fields.List(fields.String(), required=True, metadata={"description": "1 to MAX_BATCH_SIZE texts."})
     on_error = fields.String(
         load_default="request",
@@ -27,14 +70,36 @@ class BatchPredictRequestSchema(Schema):
     request_id = fields.String()
 
 
-class PredictResponseSchema(Schema):
+class ContributionSchema(Schema):
+    """One feature's share of a score: `contribution` is x_j * coef_j, its term of the logit. All of
+    a text's contributions plus the model's intercept are the logit of `score`."""
+
+    start = fields.Integer(required=True, metadata={"description": "where the feature starts in the text sent"})
+    end = fields.Integer(required=True, metadata={"description": "where it ends (exclusive)"})
+    text = fields.String(required=True, metadata={"description": "the text sent, from start to end"})
+    feature = fields.String(required=True, metadata={"description": "the n-gram as the model sees it"})
+    contribution = fields.Float(required=True)
+    categories = fields.Dict(
+        keys=fields.String(), values=fields.Float(), required=True, metadata={"description": "its share per category"}
+    )
+
+
+class DetailResponseMixin(Schema):
+    categories = fields.Dict(
+        keys=fields.String(), values=fields.Float(), metadata={"description": "with categories: P(category)"}
+    )
+    labels = fields.List(fields.String(), metadata={"description": "with categories: those over their thresholds"})
+    explanation = fields.List(fields.Nested(ContributionSchema), metadata={"description": "with explain"})
+
+
+class PredictResponseSchema(DetailResponseMixin):
     label = fields.String(required=True, validate=validate.OneOf(LABELS))
     score = fields.Float(required=True, metadata={"description": "P(toxic) in [0, 1]."})
     model_version = fields.String(required=True)
     request_id = fields.String(required=True)
 
 
-class BatchResultSchema(Schema):
+class BatchResultSchema(DetailResponseMixin):
     label = fields.String(required=True, validate=validate.OneOf(LABELS))
     score = fields.Float(required=True)
 
@@ -60,9 +125,14 @@ class TensorSchema(Schema):
     parameters = fields.Dict()
 
 
+OIP_OUTPUTS = ("score", "label", "categories", "explanation")
+
+
 class RequestedOutputSchema(Schema):
-    name = fields.String(required=True, validate=validate.OneOf(("score", "label")))
-    parameters = fields.Dict(metadata={"description": '{"binary_data": true} for a binary output'})
+    name = fields.String(required=True, validate=validate.OneOf(OIP_OUTPUTS))
+    parameters = fields.Dict(
+        metadata={"description": '{"binary_data": true} for a binary output; {"top_k": k} for explanation (1-50)'}
+    )
 
 
 class InferRequestSchema(Schema):
@@ -75,11 +145,18 @@ class InferRequestSchema(Schema):
 
 
 class OutputTensorSchema(Schema):
-    name = fields.String(required=True, validate=validate.OneOf(("score", "label")))
+    name = fields.String(required=True, validate=validate.OneOf(OIP_OUTPUTS))
     shape = fields.List(fields.Integer(), required=True)
     datatype = fields.String(required=True, validate=validate.OneOf(("FP64", "BYTES")))
-    data = fields.Raw(metadata={"description": "scores (FP64) or labels (BYTES); absent for a binary output"})
-    parameters = fields.Dict(metadata={"description": '{"binary_data_size": n} for a binary output'})
+    data = fields.Raw(
+        metadata={
+            "description": "scores, category scores row-major (FP64), labels or JSON explanations (BYTES); absent "
+            "for a binary output"
+        }
+    )
+    parameters = fields.Dict(
+        metadata={"description": '{"binary_data_size": n} for a binary output; categories: the column names'}
+    )
 
 
 class InferResponseSchema(Schema):

@@ -56,12 +56,16 @@ class OpenInference(open_inference_pb2_grpc.GRPCInferenceServiceServicer):
             if request.version:
                 inference.model(request.version)
             tensor = pb.ModelMetadataResponse.TensorMetadata
+            outputs = oip_tensors.outputs_metadata([list(inference.model(v).categories) for v in versions])
             return pb.ModelMetadataResponse(
                 name=request.name,
                 versions=versions,
                 platform=PLATFORM,
                 inputs=[tensor(**oip_tensors.INPUT)],
-                outputs=[tensor(**output) for output in oip_tensors.OUTPUTS],
+                outputs=[
+                    tensor(name=o["name"], datatype=o["datatype"], shape=o["shape"], parameters=_parameters(o))
+                    for o in outputs
+                ],
             )
 
         return self.transport.run("ModelMetadata", "", context, handle, authenticate=False)
@@ -71,6 +75,14 @@ class OpenInference(open_inference_pb2_grpc.GRPCInferenceServiceServicer):
             self._model(request.model_name)
             texts, raw = self._texts(request)
             names = oip_tensors.wanted_outputs([output.name for output in request.outputs])
+            top_k = next(
+                (
+                    _value(o.parameters["top_k"])
+                    for o in request.outputs
+                    if o.name == "explanation" and "top_k" in o.parameters
+                ),
+                None,
+            )
             version = request.model_version or None
             answer = self.transport.dataplane.score(
                 call,
@@ -79,6 +91,7 @@ class OpenInference(open_inference_pb2_grpc.GRPCInferenceServiceServicer):
                 f"oip-grpc:{request.model_name}:{request.model_version or 'router'}",
                 oip_tensors.infer_answer(request.model_name),
                 client_gone=lambda: not context.is_active(),
+                detail=oip_tensors.detail_for(names, top_k),
             )
             self.transport.replayed_marker(context, call)
             return self._response(answer, names, raw)
@@ -121,7 +134,9 @@ class OpenInference(open_inference_pb2_grpc.GRPCInferenceServiceServicer):
             model_name=answer["model_name"], model_version=answer["model_version"], id=answer["id"]
         )
         for tensor in (t for name in names for t in answer["outputs"] if t["name"] == name):
-            output = response.outputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+            output = response.outputs.add(
+                name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"], parameters=_parameters(tensor)
+            )
             if raw:
                 response.raw_output_contents.append(oip_tensors.raw_output(tensor))
             elif tensor["datatype"] == "FP64":
@@ -129,6 +144,17 @@ class OpenInference(open_inference_pb2_grpc.GRPCInferenceServiceServicer):
             else:
                 output.contents.bytes_contents.extend(label.encode("utf-8") for label in tensor["data"])
         return response
+
+
+def _value(parameter):
+    """An InferParameter's value, whichever kind it was sent as."""
+    kind = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, kind) if kind else None
+
+
+def _parameters(tensor: dict) -> dict:
+    """A tensor's string parameters (the categories' names) as InferParameters."""
+    return {key: pb.InferParameter(string_param=value) for key, value in tensor.get("parameters", {}).items()}
 
 
 def add_to_server(transport, server: grpc.Server) -> str:

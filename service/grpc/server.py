@@ -28,6 +28,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from service.call import Call
 from service.core.bootstrap import build_service, load_config
 from service.core.dataplane import batch_answer, one_answer
+from service.core.inference import Detail
+from service.core.schemas import MAX_EXPLAIN
 from service.core.state import ServiceState
 from service.errors import InternalError
 from service.grpc import oip
@@ -138,6 +140,13 @@ def selected_version(requested: str) -> str | None:
     return None if requested in ("", "router") else requested
 
 
+def requested_detail(request) -> Detail:
+    """The request's `categories` and `explain` (as the JSON routes read them; at most MAX_EXPLAIN)."""
+    if request.explain > MAX_EXPLAIN:
+        raise UnprocessableError(f"explain must be at most {MAX_EXPLAIN}", details={"explain": ["too large"]})
+    return Detail(request.categories, request.explain)
+
+
 class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
     def __init__(self, transport: GrpcTransport) -> None:
         self.transport = transport
@@ -153,6 +162,7 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
                 one_answer,
                 True,
                 client_gone(context),
+                detail=requested_detail(request),
             )
             self.transport.replayed_marker(context, call)
             return toxicity_pb2.PredictResponse(**body)
@@ -169,6 +179,7 @@ class Toxicity(toxicity_pb2_grpc.ToxicityServicer):
                 operation,
                 batch_answer,
                 client_gone=client_gone(context),
+                detail=requested_detail(request),
             )
             self.transport.replayed_marker(context, call)
             return toxicity_pb2.BatchPredictResponse(

@@ -147,7 +147,15 @@ def test_output_prefix_scores_an_input_with_label_and_score_columns(tmp_path):
     scored = runner.invoke(batchjob_cli, [*base, "--output", str(tmp_path / "b.csv"), "--output-prefix", "pred_"])
     assert scored.exit_code == 0, scored.output
     out = pd.read_csv(tmp_path / "b.csv")
-    assert list(out.columns) == ["label", "score", "pred_score", "pred_label", "pred_model_version"]
+    assert list(out.columns) == [
+        "label",
+        "score",
+        "pred_score",
+        "pred_label",
+        "pred_model_version",
+        "pred_score_hate",  # v3's categories (#26)
+        "pred_score_offensive",
+    ]
     assert list(out["label"]) == [1, 0] and list(out["pred_label"]) == ["toxic", "clean"]
     rejects = pd.read_csv(tmp_path / "b.rejects.csv")
     assert list(rejects.columns) == ["pred_row_number", "pred_reason", "label", "score"]
@@ -164,6 +172,8 @@ def test_output_prefix_scores_an_input_with_label_and_score_columns(tmp_path):
         "p_score",
         "p_label",
         "p_model_version",
+        "p_score_hate",
+        "p_score_offensive",
     ]
 
 

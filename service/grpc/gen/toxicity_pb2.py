@@ -24,23 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0etoxicity.proto\x12\x0ctoxiserve.v1\"C\n\x0ePredictRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"Z\n\x0fPredictResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"I\n\x13\x42\x61tchPredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"&\n\x06Result\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"h\n\x14\x42\x61tchPredictResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.toxiserve.v1.Result\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t2\xa9\x01\n\x08Toxicity\x12\x46\n\x07Predict\x12\x1c.toxiserve.v1.PredictRequest\x1a\x1d.toxiserve.v1.PredictResponse\x12U\n\x0c\x42\x61tchPredict\x12!.toxiserve.v1.BatchPredictRequest\x1a\".toxiserve.v1.BatchPredictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0etoxicity.proto\x12\x0ctoxiserve.v1\"h\n\x0ePredictRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\r\"\xd2\x01\n\x0c\x43ontribution\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x05 \x01(\x01\x12>\n\ncategories\x18\x06 \x03(\x0b\x32*.toxiserve.v1.Contribution.CategoriesEntry\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x91\x02\n\x0fPredictResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x41\n\ncategories\x18\x05 \x03(\x0b\x32-.toxiserve.v1.PredictResponse.CategoriesEntry\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12/\n\x0b\x65xplanation\x18\x07 \x03(\x0b\x32\x1a.toxiserve.v1.Contribution\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"n\n\x13\x42\x61tchPredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\r\"\xd4\x01\n\x06Result\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x38\n\ncategories\x18\x03 \x03(\x0b\x32$.toxiserve.v1.Result.CategoriesEntry\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12/\n\x0b\x65xplanation\x18\x05 \x03(\x0b\x32\x1a.toxiserve.v1.Contribution\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"h\n\x14\x42\x61tchPredictResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.toxiserve.v1.Result\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t2\xa9\x01\n\x08Toxicity\x12\x46\n\x07Predict\x12\x1c.toxiserve.v1.PredictRequest\x1a\x1d.toxiserve.v1.PredictResponse\x12U\n\x0c\x42\x61tchPredict\x12!.toxiserve.v1.BatchPredictRequest\x1a\".toxiserve.v1.BatchPredictResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toxicity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CONTRIBUTION_CATEGORIESENTRY']._loaded_options = None
+  _globals['_CONTRIBUTION_CATEGORIESENTRY']._serialized_options = b'8\001'
+  _globals['_PREDICTRESPONSE_CATEGORIESENTRY']._loaded_options = None
+  _globals['_PREDICTRESPONSE_CATEGORIESENTRY']._serialized_options = b'8\001'
+  _globals['_RESULT_CATEGORIESENTRY']._loaded_options = None
+  _globals['_RESULT_CATEGORIESENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTREQUEST']._serialized_start=32
-  _globals['_PREDICTREQUEST']._serialized_end=99
-  _globals['_PREDICTRESPONSE']._serialized_start=101
-  _globals['_PREDICTRESPONSE']._serialized_end=191
-  _globals['_BATCHPREDICTREQUEST']._serialized_start=193
-  _globals['_BATCHPREDICTREQUEST']._serialized_end=266
-  _globals['_RESULT']._serialized_start=268
-  _globals['_RESULT']._serialized_end=306
-  _globals['_BATCHPREDICTRESPONSE']._serialized_start=308
-  _globals['_BATCHPREDICTRESPONSE']._serialized_end=412
-  _globals['_TOXICITY']._serialized_start=415
-  _globals['_TOXICITY']._serialized_end=584
+  _globals['_PREDICTREQUEST']._serialized_end=136
+  _globals['_CONTRIBUTION']._serialized_start=139
+  _globals['_CONTRIBUTION']._serialized_end=349
+  _globals['_CONTRIBUTION_CATEGORIESENTRY']._serialized_start=300
+  _globals['_CONTRIBUTION_CATEGORIESENTRY']._serialized_end=349
+  _globals['_PREDICTRESPONSE']._serialized_start=352
+  _globals['_PREDICTRESPONSE']._serialized_end=625
+  _globals['_PREDICTRESPONSE_CATEGORIESENTRY']._serialized_start=300
+  _globals['_PREDICTRESPONSE_CATEGORIESENTRY']._serialized_end=349
+  _globals['_BATCHPREDICTREQUEST']._serialized_start=627
+  _globals['_BATCHPREDICTREQUEST']._serialized_end=737
+  _globals['_RESULT']._serialized_start=740
+  _globals['_RESULT']._serialized_end=952
+  _globals['_RESULT_CATEGORIESENTRY']._serialized_start=300
+  _globals['_RESULT_CATEGORIESENTRY']._serialized_end=349
+  _globals['_BATCHPREDICTRESPONSE']._serialized_start=954
+  _globals['_BATCHPREDICTRESPONSE']._serialized_end=1058
+  _globals['_TOXICITY']._serialized_start=1061
+  _globals['_TOXICITY']._serialized_end=1230
 # @@protoc_insertion_point(module_scope)

@@ -17,12 +17,13 @@ from marshmallow import ValidationError
 from service.core.oip_tensors import (
     EXTENSIONS,
     INPUT,
-    OUTPUTS,
     check_input,
     decode_bytes_elements,
+    detail_for,
     infer_answer,
     invalid,
     json_texts,
+    outputs_metadata,
     raw_output,
     wanted_outputs,
 )
@@ -75,12 +76,13 @@ def _model_name_checked(model_name: str) -> None:
 
 
 def _metadata(versions: list[str]) -> dict:
+    inference = dataplane().inference()
     return {
         "name": state().settings.model_name,
         "versions": versions,
         "platform": PLATFORM,
         "inputs": [INPUT],
-        "outputs": list(OUTPUTS),
+        "outputs": outputs_metadata([list(inference.model(version).categories) for version in versions]),
     }
 
 
@@ -184,7 +186,8 @@ def _render(answer: dict, names: list[str], binary: set[str]) -> Response:
         if tensor["name"] in binary:
             blob = raw_output(tensor)
             blobs.append(blob)
-            tensor = {k: v for k, v in tensor.items() if k != "data"} | {"parameters": {"binary_data_size": len(blob)}}
+            parameters = {**tensor.get("parameters", {}), "binary_data_size": len(blob)}
+            tensor = {k: v for k, v in tensor.items() if k != "data"} | {"parameters": parameters}
         outputs.append(tensor)
     header = jsonify({**answer, "outputs": outputs})
     if not blobs:
@@ -200,9 +203,13 @@ def _infer(model_name: str, version: str | None):
     body, binary = _request()
     adopt_request_id(body.get("id"), deduplicates=False)
     texts = _texts(body, binary)
-    names = wanted_outputs([o["name"] for o in body.get("outputs") or []])
+    requested = body.get("outputs") or []
+    names = wanted_outputs([o["name"] for o in requested])
+    top_k = next(((o.get("parameters") or {}).get("top_k") for o in requested if o["name"] == "explanation"), None)
     shape = infer_answer(state().settings.model_name)
-    answer = dataplane().score(call(), texts, version, request.path, shape, client_gone=client_gone())
+    answer = dataplane().score(
+        call(), texts, version, request.path, shape, client_gone=client_gone(), detail=detail_for(names, top_k)
+    )
     return _render(answer, names, _binary_outputs(body, names))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from service.core.dataplane import batch_answer, one_answer
+from service.core.inference import Detail
 from service.core.schemas import BatchPredictRequestSchema, PredictRequestSchema
 from service.http.views.common import authenticate, call, client_gone, dataplane, load_body
 from service.request_context import adopt_request_id
@@ -19,7 +20,14 @@ def predict_one(model_version: str | None) -> dict:
     body = load_body(_predict_schema)
     adopt_request_id(body.get("request_id"))
     return dataplane().score(
-        call(), [body["text"]], model_version, request.path, one_answer, single=True, client_gone=client_gone()
+        call(),
+        [body["text"]],
+        model_version,
+        request.path,
+        one_answer,
+        single=True,
+        client_gone=client_gone(),
+        detail=Detail(body["categories"], body["explain"]),
     )
 
 
@@ -28,7 +36,14 @@ def batch_predict(model_version: str) -> dict:
     adopt_request_id(body.get("request_id"))
     per_item = body["on_error"] == "item"
     return dataplane().score(
-        call(), body["texts"], model_version, request.path, batch_answer, client_gone=client_gone(), per_item=per_item
+        call(),
+        body["texts"],
+        model_version,
+        request.path,
+        batch_answer,
+        client_gone=client_gone(),
+        per_item=per_item,
+        detail=Detail(body["categories"], body["explain"]),
     )
 
 
