@@ -323,6 +323,7 @@ class InferenceService:
                     "sha256": model.sha256,
                     "created_at": manifest.get("created_at"),
                     "metrics": manifest.get("metrics", {}).get("test", {}),
+                    "categories": model.categories,
                     "role": roles.get(version, "loaded"),
                 }
             )

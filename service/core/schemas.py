@@ -214,6 +214,11 @@ class ModelInfoSchema(Schema):
     sha256 = fields.String(required=True)
     created_at = fields.String()
     metrics = fields.Dict()
+    categories = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(),
+        metadata={"description": "the categories it scores: {name: {threshold, description}} (policy thresholds)"},
+    )
     role = fields.String(validate=validate.OneOf(("stable", "canary", "shadow")))
 
 
