@@ -222,6 +222,18 @@ def _failures_section(evaluation: dict) -> list[str]:
         "- Labels come from sources with different definitions (see the label definition); scores on text unlike",
         "  any source (long-form articles, code, other languages) are not meaningful.",
     ]
+    for name, category in (evaluation.get("categories") or {}).items():
+        figures = [(f["roc_auc"], source) for source, f in category["sources"].items() if f.get("roc_auc") is not None]
+        flagged = category.get("functional", {}).get("flagged_per_functionality", {})
+        clean = sorted(((flagged[fid], fid) for fid, f in held.items() if f["label"] == "clean" and fid in flagged))
+        line = f"- The **{name}** category"
+        if figures:
+            auc, source = min(figures)
+            line += f" is weakest on {source} (held-out ROC-AUC {auc:.3f})"
+        if clean:
+            share, fid = clean[-1]
+            line += f"{',' if figures else ''} and flags {_pct(share)} of the clean held-out cases of {fid}"
+        lines.append(line + ": use it to sort a queue, not to act alone.")
     return lines
 
 
