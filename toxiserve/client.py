@@ -80,16 +80,31 @@ class ToxiserveClient:
         self.session = session or requests.Session()
         self._sleep, self._random = sleep, random_fraction
 
-    def predict(self, text: str, version: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        """One text: the canary router, or `version` (any version the rollout names)."""
+    def predict(
+        self,
+        text: str,
+        version: str | None = None,
+        request_id: str | None = None,
+        categories: bool = False,
+        explain: int = 0,
+    ) -> dict[str, Any]:
+        """One text: the canary router, or `version` (any version the rollout names). `categories`
+        adds the category scores and labels; `explain=k` the k largest contributions with their spans."""
         path = f"/v1/models/{quote(version, safe='')}/predict" if version else "/predict"
-        return self._post(path, {"text": text}, request_id)
+        return self._post(path, {"text": text, **_details(categories, explain)}, request_id)
 
     def batch_predict(
-        self, texts: list[str], version: str = "v1", request_id: str | None = None, on_error: str | None = None
+        self,
+        texts: list[str],
+        version: str = "v1",
+        request_id: str | None = None,
+        on_error: str | None = None,
+        categories: bool = False,
+        explain: int = 0,
     ) -> dict[str, Any]:
-        """Texts scored by `version`; `on_error="item"` answers an unusable text in its place."""
-        body: dict[str, Any] = {"texts": list(texts)}
+        """Texts scored by `version`; `on_error="item"` answers an unusable text in its place;
+        `categories` and `explain` as for `predict`, per text."""
+        body: dict[str, Any] = {"texts": list(texts), **_details(categories, explain)}
         if on_error is not None:
             body["on_error"] = on_error
         return self._post(f"/v1/models/{quote(version, safe='')}/batch_predict", body, request_id)
@@ -155,3 +170,8 @@ def _client_error(response: requests.Response, request_id: str) -> ClientError:
         body.get("message", response.reason or ""),
         body.get("request_id", request_id),
     )
+
+
+def _details(categories: bool, explain: int) -> dict[str, Any]:
+    """The request fields for what an answer should add; none when nothing is asked (today's body)."""
+    return {**({"categories": True} if categories else {}), **({"explain": explain} if explain else {})}

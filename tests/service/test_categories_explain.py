@@ -11,7 +11,7 @@ import requests
 from service.grpc.gen import toxicity_pb2 as pb
 from shared_features.text import normalize_texts
 
-from .conftest import API_KEY, AUTH, make_app, post
+from .conftest import API_KEY, AUTH, isolated_store, make_app, post
 from .server import Server
 from .test_grpc import GrpcProcess
 
@@ -19,6 +19,13 @@ tritonclient_http = pytest.importorskip("tritonclient.http", reason="tritonclien
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient is in the dev extra")
 
 V3_STABLE = {"TOXISERVE_STABLE_VERSION": "v3", "TOXISERVE_CANARY_VERSION": "v2", "TOXISERVE_CANARY_PERCENT": "0"}
+
+
+def v3_stable() -> dict[str, str]:
+    """v3 stable in a store of its own: the session's shared store keeps whatever arms it was seeded with."""
+    return {**V3_STABLE, "TOXISERVE_STORE_URL": isolated_store()}
+
+
 TEXT = "Muslims are VERMIN, you 1d10t!"
 TEXTS = [TEXT, "have a lovely day", "I would never say women are trash"]
 PLAIN_KEYS = {"label", "score", "model_version", "request_id"}
@@ -134,7 +141,7 @@ def test_the_explanation_of_a_long_hostile_text_stays_bounded(client, v3):
 
 @pytest.fixture(scope="module")
 def gunicorn():
-    with Server({"TOXISERVE_API_KEYS": f"tests:{API_KEY}", "TOXISERVE_RATE_LIMIT": "", **V3_STABLE}) as running:
+    with Server({"TOXISERVE_API_KEYS": f"tests:{API_KEY}", "TOXISERVE_RATE_LIMIT": "", **v3_stable()}) as running:
         yield running
 
 
@@ -147,6 +154,34 @@ def test_gunicorn_answers_an_explained_request(gunicorn, v3):
     check_explanation(body["explanation"], TEXT, v3, 3)
     plain = requests.post(f"{gunicorn.url}/predict", json={"text": TEXT}, headers=AUTH, timeout=10).json()
     assert set(plain) == PLAIN_KEYS and plain["score"] == body["score"]
+
+
+@pytest.mark.gunicorn
+def test_the_python_client_asks_for_categories_and_explanations(gunicorn, v3):
+    from toxiserve.client import ToxiserveClient
+
+    client = ToxiserveClient(gunicorn.url, api_key=API_KEY)
+    body = client.predict(TEXT, categories=True, explain=2)
+    assert body["labels"] == ["hate", "offensive"]
+    check_explanation(body["explanation"], TEXT, v3, 2)
+    assert set(client.predict(TEXT)) == PLAIN_KEYS
+    batch = client.batch_predict(TEXTS, version="v3", explain=1)
+    for text, result in zip(TEXTS, batch["results"], strict=True):
+        check_explanation(result["explanation"], text, v3, 1)
+
+
+@pytest.mark.gunicorn
+def test_explaining_a_huge_batch_stops_at_the_deadline_and_the_worker_serves_on():
+    """1,000 texts of 2,000 characters, 50 contributions each: far more than the deadline allows."""
+    env = {"TOXISERVE_API_KEYS": f"tests:{API_KEY}", "TOXISERVE_RATE_LIMIT": "", "TOXISERVE_REQUEST_DEADLINE": "0.2"}
+    words = "you idiot muslims are vermin i d i o t 1d10t \u201cquoted\u201d &amp; caf\u00e9 "
+    texts = [(f"{i} " + words * 40)[:2000] for i in range(1000)]
+    with Server({**env, **v3_stable()}, workers=1) as running:
+        url = f"{running.url}/v1/models/v3/batch_predict"
+        refused = requests.post(url, json={"texts": texts, "explain": 50}, headers=AUTH, timeout=60)
+        assert refused.status_code == 503 and refused.json()["error_code"] == "DEADLINE_EXCEEDED"
+        answer = requests.post(url, json={"texts": texts[:2], "explain": 50}, headers=AUTH, timeout=10)
+        assert answer.status_code == 200 and 0 < len(answer.json()["results"][0]["explanation"]) <= 50
 
 
 def http_input(texts, binary=True):
@@ -200,7 +235,7 @@ def test_oip_rest_top_k_and_its_bounds(gunicorn, v3):
 
 @pytest.fixture(scope="module")
 def grpc_server():
-    running = GrpcProcess(V3_STABLE)
+    running = GrpcProcess(v3_stable())
     yield running
     running.stop()
 
