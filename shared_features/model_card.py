@@ -139,17 +139,14 @@ def _categories_section(categories: dict) -> list[str]:
     ]
     rows = [[name, c.get("description") or "", f"{c['threshold']:g}"] for name, c in categories.items()]
     lines += _table(["category", "means", "threshold"], rows) + ["", "Held-out figures per source:", ""]
+    figures = [(name, source, f) for name, c in categories.items() for source, f in sorted(c["sources"].items())]
+    figures += [
+        (name, "functional (held-out half)", c["functional"]) for name, c in categories.items() if c.get("functional")
+    ]
     rows = [
         [name, source, str(f["rows"]), _num(f.get("roc_auc")), _pct(f.get("flagged")), _pct(f.get("kept"))]
-        for name, c in categories.items()
-        for source, f in sorted(c["sources"].items())
+        for name, source, f in figures
     ]
-    rows += [
-        [name, "functional (held-out half)", str(f["rows"]), _num(f.get("roc_auc")), _pct(f.get("flagged")),
-         _pct(f.get("kept"))]
-        for name, c in categories.items()
-        if (f := c.get("functional"))
-    ]  # fmt: skip
     lines += _table(["category", "source", "rows", "ROC-AUC", "positives flagged", "negatives kept"], rows)
     names = [name for name, c in categories.items() if c.get("functional")]
     if names:
