@@ -113,6 +113,15 @@ class LoadedModel:
         return self.manifest.get("categories", {})
 
     @property
+    def intercepts(self) -> dict[str, Any]:
+        """The logit's constant term, overall and per category: an explanation's contributions plus
+        these are the logits, so a client can check one that lists every feature."""
+        if self.scorer is None:
+            return {}
+        categories = dict(zip(self.scorer.categories, self.scorer.category_intercept.tolist(), strict=True))
+        return {"score": self.scorer.intercept, "categories": categories}
+
+    @property
     def explains(self) -> bool:
         """Whether `explain` works: the analyzer is one of ours, which can say where n-grams came from."""
         return self.scorer is not None and hasattr(self.scorer.analyze, "spans")

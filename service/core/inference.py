@@ -324,6 +324,7 @@ class InferenceService:
                     "created_at": manifest.get("created_at"),
                     "metrics": manifest.get("metrics", {}).get("test", {}),
                     "categories": model.categories,
+                    "intercepts": model.intercepts,
                     "role": roles.get(version, "loaded"),
                 }
             )

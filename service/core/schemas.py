@@ -219,6 +219,12 @@ class ModelInfoSchema(Schema):
         values=fields.Dict(),
         metadata={"description": "the categories it scores: {name: {threshold, description}} (policy thresholds)"},
     )
+    intercepts = fields.Dict(
+        metadata={
+            "description": '{"score": b, "categories": {name: b}}: the logits\' constant terms; with every '
+            "contribution of an explanation they add up to the logit of the score (and of each category)"
+        }
+    )
     role = fields.String(validate=validate.OneOf(("stable", "canary", "shadow")))
 
 

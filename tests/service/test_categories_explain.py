@@ -79,6 +79,23 @@ def test_categories_and_labels_follow_the_manifests_thresholds(client, v3):
     assert info["v3"]["categories"] == v3.manifest["categories"] and info["v2"]["categories"] == {}
 
 
+def test_a_client_can_check_an_explanation_adds_up(client):
+    """Every contribution (a short text has fewer than 50 features) plus the published intercepts
+    are the logits of the score and of each category."""
+    import math
+
+    def logit(p):
+        return math.log(p) - math.log1p(-p)
+
+    info = {m["version"]: m for m in client.get("/v1/models", headers=AUTH).json["models"]}["v3"]["intercepts"]
+    body = post(client, "/predict", {"text": TEXT, "explain": 50, "categories": True}).json
+    total = info["score"] + sum(item["contribution"] for item in body["explanation"])
+    assert abs(total - logit(body["score"])) <= 1e-9
+    for name, p in body["categories"].items():
+        total = info["categories"][name] + sum(item["categories"][name] for item in body["explanation"])
+        assert abs(total - logit(p)) <= 1e-9
+
+
 def test_explain_true_gives_the_top_five_with_spans_in_the_text_sent(client, v3):
     body = post(client, "/predict", {"text": TEXT, "explain": True}).json
     assert set(body) == PLAIN_KEYS | {"explanation"}
