@@ -130,6 +130,14 @@ class LoadedModel:
         """P(category), [texts, categories] in the order of `categories`."""
         return self.scorer.category_scores(normalised)
 
+    def score_with_categories(self, normalised: list[str], raw: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`score_with_oov`, and P(category) [texts, categories]: one pass per text for small batches,
+        the vectorised scores and a pass for the categories for big ones."""
+        if len(normalised) <= self.per_text_max_batch:
+            return self.scorer.per_text_with_categories(normalised)
+        scores, oov = self.score_with_oov(normalised, raw)
+        return scores, oov, self.scorer.category_scores(normalised)
+
     def explain(self, raw: str, top: int) -> dict[str, Any]:
         """The `top` largest contributions to `raw`'s logit, with their raw spans (`LinearScorer.explain`)."""
         return self.scorer.explain(raw, top)

@@ -64,10 +64,14 @@ def score_values(
         if reason is None:
             normalised.append(clean)
             raw.append(value)
-    scores = model.score_normalised(normalised, raw) if normalised else np.empty(0, dtype=np.float64)
     details: dict[str, list] = {}
+    if not normalised:
+        scores, per_category = np.empty(0, dtype=np.float64), np.empty((0, len(model.categories)))
+    elif model.categories:
+        scores, _, per_category = model.score_with_categories(normalised, raw)
+    else:
+        scores = model.score_normalised(normalised, raw)
     if model.categories:
-        per_category = model.category_scores(normalised) if normalised else np.empty((0, len(model.categories)))
         for index, name in enumerate(model.categories):
             details[f"score_{name}"] = per_category[:, index].tolist()
     if explain:

@@ -70,8 +70,14 @@ class LinearScorer:
         self.category_intercept = np.asarray(self.category_intercept, dtype=np.float64)
         if self.category_coef.shape != shape or self.category_intercept.shape != (len(self.categories),):
             raise ValueError(f"{len(self.categories)} categories need coefficients {shape} and as many intercepts")
-        # Per term, its coefficient in each category head: only the detailed path reads it.
+        # Per term, its coefficient in each category head: explanations read it; and, for the scoring
+        # path that gives categories too, one lookup of idf, coefficient and every category's.
         self._category_weights = dict(zip(terms, map(tuple, self.category_coef.T.tolist()), strict=True))
+        self._full_weights = (
+            {term: (*self._weights[term], *coefs) for term, coefs in self._category_weights.items()}
+            if self.categories
+            else self._weights
+        )
 
     def per_text(self, normalised: list[str]) -> tuple[np.ndarray, np.ndarray]:
         # Python floats throughout, one array each at the end: numpy's per-call costs (errstate, small
@@ -126,13 +132,45 @@ class LinearScorer:
             oov = np.where(lengths > 0, 1.0 - known / np.maximum(lengths, 1), 1.0)
         return _expit(self.intercept + dot), oov
 
+    def per_text_with_categories(self, normalised: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`per_text`'s scores and OOV rates (the same arithmetic, so the same numbers), and P(category)
+        [texts, categories], from one pass over each text's n-grams with one lookup each."""
+        scores, oov, rows = [], [], []
+        weights, log, sqrt = self._full_weights, math.log, math.sqrt
+        binary, sublinear, l2 = self.binary, self.sublinear, self.norm == "l2"
+        intercepts, width = self.category_intercept.tolist(), len(self.categories)
+        for text in normalised:
+            tokens = self.analyze(text)
+            known = 0
+            dot = norm = 0.0
+            entries = []
+            for token, count in Counter(tokens).items():
+                weight = weights.get(token)
+                if weight is None:
+                    continue
+                known += count
+                tf = 1.0 if binary else (1.0 + log(count) if sublinear else float(count))
+                value = tf * weight[0]
+                dot += value * weight[1]
+                norm += value * value if l2 else abs(value)
+                entries.append((value, weight))
+            scale = 1.0
+            if norm and self.norm:
+                scale = 1.0 / (sqrt(norm) if l2 else norm)
+                dot /= sqrt(norm) if l2 else norm
+            logits = list(intercepts)
+            for value, weight in entries:
+                x = value * scale
+                for index in range(width):
+                    logits[index] += x * weight[index + 2]
+            scores.append(_sigmoid(self.intercept + dot))
+            oov.append(1.0 - known / len(tokens) if tokens else 1.0)
+            rows.append([_sigmoid(logit) for logit in logits])
+        return np.array(scores), np.array(oov), np.array(rows, dtype=np.float64).reshape(len(normalised), width)
+
     def category_scores(self, normalised: list[str]) -> np.ndarray:
         """P(category) for each text and category, [len(normalised), len(categories)]."""
-        out = np.empty((len(normalised), len(self.categories)))
-        for row, text in enumerate(normalised):
-            values, _, _ = self._features(self.analyze(text))
-            out[row] = self._category_logits(values)
-        return _expit(out)
+        return self.per_text_with_categories(normalised)[2]
 
     def explain(self, raw: str, top: int) -> dict:
         """The score of `raw` taken apart: each known
@@ -185,13 +223,6 @@ class LinearScorer:
             if gram in raw and gram not in first:
                 first[gram] = (start, end)
         return raw, first, known
-
-    def _category_logits(self, values: dict[str, float]) -> list[float]:
-        logits = self.category_intercept.tolist()
-        for term, x in values.items():
-            for index, coef in enumerate(self._category_weights[term]):
-                logits[index] += x * coef
-        return logits
 
 
 def _sigmoid(x: float) -> float:

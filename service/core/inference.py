@@ -186,13 +186,26 @@ class InferenceService:
     def _score(
         self, model: LoadedModel, normalised: list[str], raw: list[str], deadline: Deadline | None = None
     ) -> list[float]:
+        return self._score_with_categories(model, normalised, raw, deadline, categories=False)[0]
+
+    def _score_with_categories(
+        self, model: LoadedModel, normalised: list[str], raw: list[str], deadline: Deadline | None, categories: bool
+    ) -> tuple[list[float], list[list[float]] | None]:
+        """Scores (and, with `categories`, P(category) per text, from the same pass over each text),
+        in chunks that check the deadline, with the inference metrics and drift."""
         started = time.perf_counter()
-        scores, oov = [], []
+        scores, oov, per_category = [], [], []
         for begin, end in _chunks(normalised) if deadline is not None else [(0, len(raw))]:
             if deadline is not None:
                 deadline.check(client_too=begin > 0)  # a request whose time or client is gone stops here
             try:
-                chunk_scores, chunk_oov = model.score_with_oov(normalised[begin:end], raw[begin:end])
+                if categories:
+                    chunk_scores, chunk_oov, chunk_categories = model.score_with_categories(
+                        normalised[begin:end], raw[begin:end]
+                    )
+                    per_category += chunk_categories.tolist()
+                else:
+                    chunk_scores, chunk_oov = model.score_with_oov(normalised[begin:end], raw[begin:end])
             except Exception as exc:  # a model bug must not become a 500 with a traceback
                 log.exception("inference failed for model %s (%s)", model.version, type(exc).__name__)
                 raise InferenceFailedError(f"model {model.version} failed to score the input") from None
@@ -206,7 +219,7 @@ class InferenceService:
         metrics.child(metrics.INFERENCE_BATCH_SIZE, model.version).observe(len(raw))
         if self.drift_sample_rate >= 1.0 or random.random() < self.drift_sample_rate:
             self.drift.observe(model, raw, normalised, scores, oov)
-        return scores.tolist()
+        return scores.tolist(), per_category if categories else None
 
     def _learn_cost(self, version: str, seconds: float, chars: int) -> None:
         """Seconds per normalised character, a moving average per version: what the gunicorn worker
@@ -224,12 +237,15 @@ class InferenceService:
     def predict(self, text: str, version: str, deadline: Deadline | None = None, detail: Detail = PLAIN) -> Prediction:
         model = self.model(version)
         normalised = self.screen(text)
-        if self.batcher is not None and not detail:
+        if detail:
+            scores, per_category = self._score_with_categories(
+                model, [normalised], [text], deadline, detail.categories and bool(model.categories)
+            )
+            return self._detailed(model, [text], scores, per_category, detail, deadline)[0]
+        if self.batcher is not None:
             score = self.batcher.score(version, normalised, text)
         else:
             score = self._score(model, [normalised], [text], deadline)[0]
-        if detail:
-            return self._detailed(model, [normalised], [text], [score], detail, deadline)[0]
         return Prediction("toxic" if score >= model.threshold else "clean", score, version)
 
     def predict_batch(
@@ -247,10 +263,13 @@ class InferenceService:
         if refused:
             kept = [i for i in range(len(texts)) if i not in refused]
             normalised, texts = [normalised[i] for i in kept], [texts[i] for i in kept]
-        scores = self._score(model, normalised, texts, deadline) if texts else []
         if detail and texts:
-            predictions = self._detailed(model, normalised, texts, scores, detail, deadline)
+            scores, per_category = self._score_with_categories(
+                model, normalised, texts, deadline, detail.categories and bool(model.categories)
+            )
+            predictions = self._detailed(model, texts, scores, per_category, detail, deadline)
         else:
+            scores = self._score(model, normalised, texts, deadline) if texts else []
             predictions = [Prediction("toxic" if s >= threshold else "clean", s, version) for s in scores]
         if refused:
             scored = iter(predictions)
@@ -260,26 +279,24 @@ class InferenceService:
     def _detailed(
         self,
         model: LoadedModel,
-        normalised: list[str],
         raw: list[str],
         scores: list[float],
+        per_category: list[list[float]] | None,
         detail: Detail,
         deadline: Deadline | None,
     ) -> list[Prediction]:
-        """Predictions with the categories and explanations `detail` asks for (one more pass over
-        each text's features; explanations also replay the normaliser with spans, in chunks that
-        check the deadline)."""
+        """Predictions with the categories (scored with the texts) and the explanations `detail` asks
+        for: explanations replay the normaliser with spans, in chunks that check the deadline."""
         names = list(model.categories)
         thresholds = [model.categories[name]["threshold"] for name in names]
         try:
-            per_category = model.category_scores(normalised).tolist() if detail.categories and names else None
             explanations: list[list[dict] | None] = [None] * len(raw)
             if detail.explain:
                 if not model.explains:
                     raise UnprocessableError(
                         f"model {model.version} cannot explain its scores (it was loaded from a pickle)"
                     )
-                for begin, end in _chunks(normalised):
+                for begin, end in _chunks(raw):
                     if deadline is not None:
                         deadline.check(client_too=begin > 0)
                     for index in range(begin, end):

@@ -133,3 +133,17 @@ def test_shipped_v3_categories_equal_its_trained_heads(shipped_registry, source_
     features = pipeline[:-1].transform(texts)
     expected = np.column_stack([heads[name].predict_proba(features)[:, 1] for name in model.categories])
     assert np.abs(model.category_scores(normalize_texts(texts)) - expected).max() <= 1e-12
+
+
+def test_scoring_with_categories_gives_the_plain_scores_exactly(shipped_registry, shared_data):
+    """The one-pass path (small batches) and the vectorised one (big batches) agree with the plain ones."""
+    model = shipped_registry.load("toxicity", "v3")
+    source = {s.name: s for s in read_spec(SHIPPED_MODELS / "toxicity" / "sources.json")}["toxigen2022"]
+    texts = load_source(source).part("test")[0]
+    normalised = normalize_texts(texts)
+    scores, oov, categories = model.scorer.per_text_with_categories(normalised)
+    plain_scores, plain_oov = model.scorer.per_text(normalised)
+    assert scores.tolist() == plain_scores.tolist() and oov.tolist() == plain_oov.tolist()
+    big_scores, _, big_categories = model.score_with_categories(normalised, texts)  # over the per-text size
+    assert len(texts) > model.per_text_max_batch
+    assert np.abs(big_scores - plain_scores).max() <= 1e-12 and np.abs(big_categories - categories).max() == 0
