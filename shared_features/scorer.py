@@ -70,11 +70,13 @@ class LinearScorer:
         self.category_intercept = np.asarray(self.category_intercept, dtype=np.float64)
         if self.category_coef.shape != shape or self.category_intercept.shape != (len(self.categories),):
             raise ValueError(f"{len(self.categories)} categories need coefficients {shape} and as many intercepts")
-        # Per term, its coefficient in each category head: explanations read it; and, for the scoring
-        # path that gives categories too, one lookup of idf, coefficient and every category's.
-        self._category_weights = dict(zip(terms, map(tuple, self.category_coef.T.tolist()), strict=True))
+        # The path that gives categories too, and explanations: one lookup per n-gram gives its idf,
+        # coefficient and every category's coefficient (the plain path keeps its smaller table).
         self._full_weights = (
-            {term: (*self._weights[term], *coefs) for term, coefs in self._category_weights.items()}
+            {
+                term: (*weights, *coefs)
+                for (term, weights), coefs in zip(self._weights.items(), self.category_coef.T.tolist(), strict=True)
+            }
             if self.categories
             else self._weights
         )
@@ -193,7 +195,7 @@ class LinearScorer:
                 "feature": term,
                 "contribution": contribution,
                 "categories": {
-                    name: x * coef for name, coef in zip(self.categories, self._category_weights[term], strict=True)
+                    name: x * coef for name, coef in zip(self.categories, self._full_weights[term][2:], strict=True)
                 },
             }
             for _, term, contribution, start, end, x in contributions[:top]
