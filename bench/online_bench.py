@@ -1,12 +1,14 @@
-"""Online benchmark: the real service against a bare-model Flask app and a constant endpoint.
+"""Online benchmark: the real service against a bare-model Flask app, a constant endpoint and the peer
+a user would pick instead (FastAPI on uvicorn calling the same predict_proba).
 
     .venv/bin/python -m bench.online_bench [--duration 5] [--runs 3] [--connections 8 32]
     .venv/bin/python -m bench.online_bench --tree before=/tmp/before --tree after=. --routes /v1/predict
 
-Each server runs alone (so they never compete for the cores), under the same gunicorn config
-(2 workers) on the same port; wrk (Debian package `wrk`) drives /v1/predict, /predict and
+Each server runs alone (so they never compete for the cores), the Flask ones under the same gunicorn
+config (2 workers), FastAPI under uvicorn with 2 workers (`pip install -e '.[bench]'`; skipped when
+absent), on the same port; wrk (Debian package `wrk`) drives /v1/predict, /predict and
 /v1/batch_predict (32 texts). Prints requests/s, p50/p95/p99, errors and the ratios to each
-baseline (medians of --runs), and the service's cold start (launch -> first 200 from /readyz).
+baseline (medians of --runs), and each server's cold start (launch -> first 200 from /readyz).
 With --tree, the service runs from each named checkout (its own code and models) beside the same
 baselines; runs are interleaved round by round, so machine noise hits every server alike.
 """
@@ -14,6 +16,7 @@ baselines; runs are interleaved round by round, so machine noise hits every serv
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -32,12 +35,14 @@ import requests
 from .common import BIN, DATASET, OUT, REPO, describe_checkouts, machine, markdown_table, write_results_page
 
 API_KEY = "bench-key-0123456789"
+UVICORN = "uvicorn:"  # an app served by uvicorn (a factory), not gunicorn
 ROUTES = ("/v1/predict", "/predict", "/v1/batch_predict")
 # name -> (gunicorn app, extra environment). The others after the first three isolate micro-batching's effect.
 SERVERS = {
     "service": ("service:create_app()", {}),
     "bare model": ("bench.baselines:bare_model_app()", {}),
     "constant": ("bench.baselines:constant_app()", {}),
+    "fastapi": (f"{UVICORN}bench.fastapi_baseline:create_app", {}),
     "svc+mb": ("service:create_app()", {"TOXISERVE_MICROBATCH": "true"}),
     # COMPILED_MAX_BATCH=0: every call takes the vectorised path, with its fixed numpy cost per call
     "svc vectorised": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0"}),
@@ -52,7 +57,8 @@ SERVERS = {
         {"TOXISERVE_COMPILED_MAX_BATCH": "0", "TOXISERVE_MICROBATCH": "true", "TOXISERVE_THREADS": "48"},
     ),
 }
-DEFAULT_SERVERS = ["service", "bare model", "constant"]
+HAVE_FASTAPI = all(importlib.util.find_spec(name) for name in ("fastapi", "uvicorn"))
+DEFAULT_SERVERS = ["service", "bare model", "constant"] + (["fastapi"] if HAVE_FASTAPI else [])
 
 LUA = """
 local bodies = {BODIES}
@@ -90,6 +96,19 @@ def lua_script(route: str, texts: list[str]) -> str:
     return str(path)
 
 
+def server_argv(app: str, port: int) -> list[str]:
+    if app.startswith(UVICORN):
+        factory = app.removeprefix(UVICORN)
+        return [str(BIN / "uvicorn"), "--factory", factory, "--workers", "2", "--host", "127.0.0.1"] + [
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    return [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app]
+
+
 class Running:
     def __init__(self, app: str, port: int, log_path: Path, extra_env: dict | None = None, tree: Path = REPO) -> None:
         env = {
@@ -112,7 +131,7 @@ class Running:
         self.log = open(log_path, "w")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app],
+            server_argv(app, port),
             cwd=tree,
             env=env,
             stdout=self.log,
@@ -153,11 +172,13 @@ def median_of(results: list[dict]) -> dict:
 
 
 COLUMNS = ["server", "route", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "vs bare", "vs constant"]
+COLUMNS += ["vs fastapi"]
 
 
 def write_online_page(args: argparse.Namespace, cold_starts: dict[str, list[float]], rows: list[list]) -> Path:
     how = (
-        "Each server alone under the same gunicorn config (2 gthread workers), wrk on the same cores, "
+        "Each server alone, the Flask ones under the same gunicorn config (2 gthread workers), FastAPI under "
+        "uvicorn (2 workers, uvloop and httptools), wrk on the same cores, "
         f"runs interleaved, {args.duration} s per run, median of {args.runs} runs."
     )
     for label, seconds in cold_starts.items():
@@ -181,6 +202,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
+    if not HAVE_FASTAPI:
+        print("fastapi baseline skipped: pip install -e '.[bench]' brings FastAPI and uvicorn", file=sys.stderr)
     texts = [t for t in pd.read_csv(DATASET)["text"].sample(2048, random_state=0) if len(t) <= 2000]
     scripts = {route: lua_script(route, texts) for route in ROUTES}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -200,8 +223,7 @@ def main() -> None:
         for label, app, extra_env, tree in runs:
             log = OUT / f"online_{label.replace(' ', '_').replace('+', '_').replace('(', '').replace(')', '')}.log"
             server = Running(app, port, log, extra_env, tree)
-            if label.startswith("service"):
-                cold_starts.setdefault(label, []).append(server.cold_start)
+            cold_starts.setdefault(label, []).append(server.cold_start)
             try:
                 for route in args.routes:
                     wrk(server.url + route, scripts[route], 8, 1)  # warm the connection pools and caches
@@ -228,22 +250,22 @@ def main() -> None:
     rows = []
     header = (
         f"{'server':18} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'vs bare':>8} {'vs const':>8}"
+        f"{'errors':>6} {'vs bare':>8} {'vs const':>8} {'vs fastapi':>10}"
     )
     print(header + "\n" + "-" * len(header))
     for (name, route, connections), m in medians.items():
         bare = medians.get(("bare model", route, connections))
         const = medians.get(("constant", route, connections))
-        vs_bare = f"{m['rps'] / bare['rps']:.2f}x" if bare else "-"
-        vs_const = f"{m['rps'] / const['rps']:.2f}x" if const else "-"
+        peer = medians.get(("fastapi", route, connections))
+        vs_bare, vs_const, vs_peer = (f"{m['rps'] / b['rps']:.2f}x" if b else "-" for b in (bare, const, peer))
         errors = int(m["non2xx"] + m["socket_errors"])
         print(
             f"{name:18} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
-            f"{m['p99']:>7.2f} {errors:>6} {vs_bare:>8} {vs_const:>8}"
+            f"{m['p99']:>7.2f} {errors:>6} {vs_bare:>8} {vs_const:>8} {vs_peer:>10}"
         )
         rows.append(
             [name, f"`{route}`", connections, f"{m['rps']:,.0f}", f"{m['p50']:.2f}", f"{m['p95']:.2f}"]
-            + [f"{m['p99']:.2f}", errors, vs_bare, vs_const]
+            + [f"{m['p99']:.2f}", errors, vs_bare, vs_const, vs_peer]
         )
     if args.markdown:
         print(write_online_page(args, cold_starts, rows))
