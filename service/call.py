@@ -38,6 +38,9 @@ class Call:
     replayed: bool | None = None
     error_code: str | None = None
     retry_headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers of an admitted call
+    # Id headers the client sent malformed (HTTP): refused when the route adopts its ids, not before,
+    # so that a refusal for the key or the body still comes first.
+    malformed_id_headers: tuple[str, ...] = ()
 
     def span_attributes(self) -> dict:
         """What a request's trace span carries: the same facts as its log line, under toxiserve.*."""

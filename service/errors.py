@@ -139,10 +139,26 @@ _PUBLIC_MESSAGES = {
 }
 
 
-def error_response(error: ToxiserveError, headers: dict | None = None):
-    body = {"error_code": error.error_code, "message": error.message, "request_id": current_request_id()}
+def error_body(error: ToxiserveError, request_id: str | None) -> dict:
+    """The one error body of every HTTP answer."""
+    body = {"error_code": error.error_code, "message": error.message, "request_id": request_id}
     if error.details is not None:
         body["details"] = error.details
+    return body
+
+
+def invalid_payload(error: ValidationError) -> InvalidPayloadError:
+    """A marshmallow refusal as the contract's INVALID_PAYLOAD, naming the fields to check."""
+    fields = sorted(error.messages) if isinstance(error.messages, dict) else []
+    if fields == ["_schema"]:  # marshmallow's name for "the body itself": not a JSON object
+        message = "request body must be a JSON object"
+    else:
+        message = "invalid request body" + (f": check {', '.join(fields)}" if fields else "")
+    return InvalidPayloadError(message, details=error.messages)
+
+
+def error_response(error: ToxiserveError, headers: dict | None = None):
+    body = error_body(error, current_request_id())
     call = current_call()
     if call is not None:
         call.error_code = error.error_code  # for the request log line
@@ -169,12 +185,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ValidationError)
     def handle_validation(error: ValidationError):
-        fields = sorted(error.messages) if isinstance(error.messages, dict) else []
-        if fields == ["_schema"]:  # marshmallow's name for "the body itself": not a JSON object
-            message = "request body must be a JSON object"
-        else:
-            message = "invalid request body" + (f": check {', '.join(fields)}" if fields else "")
-        return error_response(InvalidPayloadError(message, details=error.messages))
+        return error_response(invalid_payload(error))
 
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+import random
 import re
-import uuid
+from contextvars import ContextVar, Token
 
 from flask import g, has_request_context, request
 
@@ -33,36 +34,63 @@ def is_valid_request_id(value: str) -> bool:
     return isinstance(value, str) and REQUEST_ID_PATTERN.fullmatch(value) is not None
 
 
-def begin_call() -> None:
-    """before_request: the request's Call, with a usable id before the body is parsed, so early
-    errors carry one. Malformed headers are refused once the route adopts its ids."""
-    correlation = _valid_header(REQUEST_ID_HEADER)
-    idempotency_key = _valid_header(IDEMPOTENCY_KEY_HEADER)
-    g.call = Call(
+# The Call of the request this thread serves outside Flask's context (the scoring routes' fast lane,
+# service/http/hot_routes.py), so log lines and errors find its id there too.
+_bound_call: ContextVar[Call | None] = ContextVar("toxiserve_call", default=None)
+
+
+def new_request_id() -> str:
+    """32 hex digits, as uuid4().hex has them, at a tenth of its cost (no UUID object, no system
+    call): an id only correlates, it guards nothing. Each worker's generator is reseeded at fork."""
+    return f"{random.getrandbits(128):032x}"
+
+
+def new_call(correlation: str | None, idempotency_key: str | None) -> Call:
+    """The request's Call from its X-Request-ID and Idempotency-Key header values, with a usable id
+    before the body is parsed, so early errors carry one. Malformed headers are remembered and
+    refused once the route adopts its ids (`adopt_ids`)."""
+    malformed = []
+    if correlation is not None and not is_valid_request_id(correlation):
+        malformed.append(REQUEST_ID_HEADER)
+        correlation = None
+    if idempotency_key is not None and not is_valid_request_id(idempotency_key):
+        malformed.append(IDEMPOTENCY_KEY_HEADER)
+        idempotency_key = None
+    return Call(
         "http",
-        idempotency_key or correlation or uuid.uuid4().hex,
+        idempotency_key or correlation or new_request_id(),
         idempotency_key=idempotency_key,
         correlation_id=correlation,
+        malformed_id_headers=tuple(malformed),
     )
 
 
-def _valid_header(name: str) -> str | None:
-    value = request.headers.get(name)
-    if value is None or is_valid_request_id(value):
-        return value
-    g.setdefault("malformed_id_headers", []).append(name)
-    return None
+def begin_call() -> None:
+    """before_request: the request's Call."""
+    g.call = new_call(request.headers.get(REQUEST_ID_HEADER), request.headers.get(IDEMPOTENCY_KEY_HEADER))
+
+
+def bind_call(call: Call) -> Token:
+    return _bound_call.set(call)
+
+
+def unbind_call(token: Token) -> None:
+    _bound_call.reset(token)
 
 
 def adopt_request_id(body_value: str | None, deduplicates: bool = True) -> str:
+    """`adopt_ids` for the request in Flask's context."""
+    return adopt_ids(g.call, body_value, deduplicates)
+
+
+def adopt_ids(call: Call, body_value: str | None, deduplicates: bool = True) -> str:
     """The id an API call answers to: the body's wins over the headers; a malformed one is a 422.
 
     With `deduplicates` (toxiserve's `request_id`), the body's id is also the idempotency key, over
     an Idempotency-Key header; the OIP `id` is not. Silently replacing a malformed id would break
     the client's retries.
     """
-    call = g.call
-    malformed = g.get("malformed_id_headers")
+    malformed = call.malformed_id_headers
     if malformed:
         raise UnprocessableError(f"{malformed[0]} must be {REQUEST_ID_RULE}", details={"request_id": ["malformed"]})
     if body_value is not None:
@@ -75,6 +103,9 @@ def adopt_request_id(body_value: str | None, deduplicates: bool = True) -> str:
 
 
 def current_call() -> Call | None:
+    bound = _bound_call.get()
+    if bound is not None:
+        return bound
     return g.get("call") if has_request_context() else None
 
 
@@ -87,5 +118,9 @@ def echo_request_id(response):
     """X-Request-ID on every answer: the client's own correlation id as it came, else the request id."""
     call = current_call()
     if call is not None:
-        response.headers[REQUEST_ID_HEADER] = call.correlation_id or call.request_id
+        response.headers[REQUEST_ID_HEADER] = echoed_id(call)
     return response
+
+
+def echoed_id(call: Call) -> str:
+    return call.correlation_id or call.request_id

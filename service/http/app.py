@@ -9,6 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import errors, request_context
 from service.core.bootstrap import build_service, load_config
+from service.http.hot_routes import HotRoutes
 from service.http.openapi import bp as docs_bp
 from service.http.views.admin import bp as admin_bp
 from service.http.views.common import add_guard_headers
@@ -57,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     service = build_service(app.config)
     settings = service.settings
     app.extensions["toxiserve"] = service
+    app.wsgi_app = HotRoutes(app.wsgi_app, app)  # the scoring routes' common case, without Flask's machinery
     if settings.proxy_hops:  # behind N proxies, the client is what they put in X-Forwarded-For
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)
 

@@ -9,6 +9,7 @@ import time
 from flask import g, request
 from pythonjsonlogger.json import JsonFormatter
 
+from service.call import Call
 from service.observability import metrics, tracing
 from service.request_context import current_request_id
 
@@ -53,17 +54,21 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def log_request(response):
-    """after_request: the one line per request (the Call's facts), and its HTTP metrics."""
-    call, current = g.call, request._get_current_object()  # one context lookup each
-    elapsed = time.perf_counter() - call.started
+    """after_request: `record_request` for the request in Flask's context."""
+    current = request._get_current_object()  # one context lookup
     route = current.url_rule.rule if current.url_rule else "unmatched"  # bounded label values
-    status = response.status_code
-    metrics.child(metrics.HTTP_REQUESTS, route, current.method, str(status)).inc()
-    metrics.child(metrics.HTTP_DURATION, route, current.method).observe(elapsed)
-    fields = {"route": route, "method": current.method, "status": status, "latency_ms": round(elapsed * 1000, 3)}
+    record_request(g.call, route, current.method, response.status_code)
+    return response
+
+
+def record_request(call: Call, route: str, method: str, status: int) -> None:
+    """The one line per HTTP request (the Call's facts), and its HTTP metrics."""
+    elapsed = time.perf_counter() - call.started
+    metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
+    metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
+    fields = {"route": route, "method": method, "status": status, "latency_ms": round(elapsed * 1000, 3)}
     if call.arm is not None:
         metrics.child(metrics.ROUTED_REQUESTS, call.arm, str(status)).inc()
         metrics.child(metrics.ROUTED_DURATION, call.arm).observe(elapsed)
     fields.update(call.log_fields())  # the request id too: spares the filter its context lookup
     request_log.info("request", extra=fields)
-    return response

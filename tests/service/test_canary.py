@@ -2,7 +2,6 @@
 
 import math
 import random
-import uuid
 
 import pytest
 
@@ -21,7 +20,7 @@ def test_ten_thousand_routed_calls_split_ten_percent(client, app, monkeypatch):
     # Generated ids, as a client that sends none gets, but drawn from a fixed seed: the count is the
     # same on every run (random draws under 99.9 % bounds fail now and then across a whole suite).
     draws = random.Random(20261204)
-    monkeypatch.setattr("service.request_context.uuid.uuid4", lambda: uuid.UUID(int=draws.getrandbits(128)))
+    monkeypatch.setattr("service.request_context.new_request_id", lambda: f"{draws.getrandbits(128):032x}")
     versions = []
     for _ in range(CALLS):  # no request_id: each call gets a fresh generated id
         response = post(client, "/predict", {"text": "route me please"})

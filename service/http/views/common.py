@@ -71,10 +71,16 @@ def dataplane() -> DataPlane:
 
 def authenticate() -> None:
     """before_request of the API blueprints: the key, before anything else is read."""
+    headers = request.headers
+    check_key(dataplane(), g.call, headers.get(API_KEY_HEADER), "Authorization" in headers, client_address())
+
+
+def check_key(plane: DataPlane, call: Call, key: str | None, sent_authorization: bool, address: str) -> None:
+    """The data plane's key check, telling a client that sent only an Authorization header why it failed."""
     try:
-        dataplane().authenticate(g.call, request.headers.get(API_KEY_HEADER), client_address())
+        plane.authenticate(call, key, address)
     except UnauthorizedError as error:
-        if request.headers.get(API_KEY_HEADER) is None and "Authorization" in request.headers:
+        if key is None and sent_authorization:
             error.message += " (an Authorization header was sent; this API reads X-API-Key)"
         raise
 
@@ -90,12 +96,19 @@ def client_gone():
 
 
 def add_guard_headers(response):
-    """after_request: rate-limit headers on every admitted API answer, and the replay marker."""
+    """after_request: `guard_headers` on every answer."""
     current = g.get("call")
     if current is not None:
-        response.headers.update(current.retry_headers)
-        if current.rollout_revision is not None:
-            response.headers["X-Rollout-Revision"] = str(current.rollout_revision)
-        if current.replayed:
-            response.headers["Idempotent-Replayed"] = "true"
+        response.headers.update(guard_headers(current))
     return response
+
+
+def guard_headers(call: Call) -> dict[str, str]:
+    """Rate-limit headers on every admitted API answer, the rollout revision a routed one was
+    answered under, and the replay marker."""
+    headers = dict(call.retry_headers)
+    if call.rollout_revision is not None:
+        headers["X-Rollout-Revision"] = str(call.rollout_revision)
+    if call.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return headers

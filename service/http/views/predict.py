@@ -5,46 +5,40 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from service.core.dataplane import batch_answer, one_answer
+from service.call import Call
+from service.core.dataplane import DataPlane, batch_answer, one_answer
 from service.core.inference import Detail
 from service.core.schemas import BatchPredictRequestSchema, PredictRequestSchema
 from service.http.views.common import authenticate, call, client_gone, dataplane, load_body
-from service.request_context import adopt_request_id
+from service.request_context import adopt_ids
 
-_predict_schema = PredictRequestSchema()
-_batch_schema = BatchPredictRequestSchema()
+PREDICT_SCHEMA = PredictRequestSchema()
+BATCH_SCHEMA = BatchPredictRequestSchema()
 
 
 def predict_one(model_version: str | None) -> dict:
     """Parse and score one text with `model_version` (None: the canary router). Shared with /predict."""
-    body = load_body(_predict_schema)
-    adopt_request_id(body.get("request_id"))
-    return dataplane().score(
-        call(),
-        [body["text"]],
-        model_version,
-        request.path,
-        one_answer,
-        single=True,
-        client_gone=client_gone(),
-        detail=Detail(body["categories"], body["explain"]),
-    )
+    body = load_body(PREDICT_SCHEMA)
+    return score_one(dataplane(), call(), body, model_version, request.path, client_gone())
 
 
 def batch_predict(model_version: str) -> dict:
-    body = load_body(_batch_schema)
-    adopt_request_id(body.get("request_id"))
+    body = load_body(BATCH_SCHEMA)
+    return score_batch(dataplane(), call(), body, model_version, request.path, client_gone())
+
+
+# The two answers from a validated body, for the Flask views and the fast lane (hot_routes) alike.
+def score_one(plane: DataPlane, call: Call, body: dict, model_version: str | None, path: str, gone) -> dict:
+    adopt_ids(call, body.get("request_id"))
+    detail = Detail(body["categories"], body["explain"])
+    return plane.score(call, [body["text"]], model_version, path, one_answer, True, gone, detail=detail)
+
+
+def score_batch(plane: DataPlane, call: Call, body: dict, model_version: str, path: str, gone) -> dict:
+    adopt_ids(call, body.get("request_id"))
     per_item = body["on_error"] == "item"
-    return dataplane().score(
-        call(),
-        body["texts"],
-        model_version,
-        request.path,
-        batch_answer,
-        client_gone=client_gone(),
-        per_item=per_item,
-        detail=Detail(body["categories"], body["explain"]),
-    )
+    detail = Detail(body["categories"], body["explain"])
+    return plane.score(call, body["texts"], model_version, path, batch_answer, False, gone, per_item, detail)
 
 
 def predict_version(version: str):
