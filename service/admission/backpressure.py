@@ -50,7 +50,8 @@ class InFlightLimiter:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
+        # One lock around a count: a semaphore (a condition variable and its own lock, in Python)
+        # cost more than the rest of admission, for a wait that never blocks.
         self._lock = threading.Lock()
         self.in_flight = 0
         self.last_left = 0.0  # monotonic time the last request left: background work waits for quiet
@@ -60,16 +61,17 @@ class InFlightLimiter:
         return self.in_flight == 0 and time.monotonic() - self.last_left >= seconds
 
     def try_enter(self) -> bool:
-        if not self._slots.acquire(blocking=False):
-            return False
         with self._lock:
+            if self.in_flight >= self.limit:
+                return False
             self.in_flight += 1
         metrics.IN_FLIGHT.inc()
         return True
 
     def leave(self) -> None:
         with self._lock:
+            if self.in_flight <= 0:
+                raise ValueError("leave() without try_enter()")  # as the bounded semaphore refused it
             self.in_flight -= 1
             self.last_left = time.monotonic()
         metrics.IN_FLIGHT.dec()
-        self._slots.release()

@@ -46,13 +46,18 @@ class DriftMonitor:
         profile = model.manifest.get("reference_profile")
         if not profile:
             return
+        if len(raw) == 1 and oov is not None:
+            # The common case, one text: plain floats and bisect (the same bins as searchsorted's
+            # side="left"); building three numpy arrays for one value each cost more than the rest.
+            one = {"text_length": float(len(raw[0])), "oov_rate": float(oov[0]), "score": float(scores[0])}
+            for feature in FEATURES:
+                edges = profile["features"][feature]["edges"]
+                self._children[(model.version, feature)][bisect.bisect_left(edges, one[feature])].inc()
+            return
         values = feature_values(model, raw, normalised, scores, oov)
         for feature in FEATURES:
             children = self._children[(model.version, feature)]
             edges = profile["features"][feature]["edges"]
-            if len(raw) == 1:  # the common case: bisect beats numpy's per-call overhead on one value
-                children[bisect.bisect_left(edges, float(values[feature][0]))].inc()
-                continue
             for index, count in enumerate(bin_counts(values[feature], edges)):
                 if count:
                     children[index].inc(int(count))

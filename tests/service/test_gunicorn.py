@@ -67,7 +67,8 @@ def test_logs_never_contain_text_or_key(server):
     time.sleep(0.2)
     output = server.output()
     assert "SECRET-TEXT" not in output and API_KEY not in output
-    assert '"route": "/predict"' in output
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(line.get("route") == "/predict" and line["message"] == "request" for line in lines)
 
 
 def test_sigterm_drains_an_in_flight_request(shipped_registry):

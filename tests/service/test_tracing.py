@@ -171,7 +171,8 @@ def test_a_collector_that_is_down_costs_no_request_and_no_clean_stop():
 
 def wait_for_log(read, logger: str) -> None:
     for _ in range(200):
-        if any(f'"logger": "{logger}' in line for line in read().splitlines()):
+        lines = [json.loads(line) for line in read().splitlines() if line.startswith("{")]
+        if any(line.get("logger", "").startswith(logger) for line in lines):
             return
         time.sleep(0.05)
     raise AssertionError(f"no log line from {logger}")
