@@ -43,6 +43,7 @@ SERVERS = {
     "bare model": ("bench.baselines:bare_model_app()", {}),
     "constant": ("bench.baselines:constant_app()", {}),
     "fastapi": (f"{UVICORN}bench.fastapi_baseline:create_app", {}),
+    "fastapi (def)": (f"{UVICORN}bench.fastapi_baseline:create_thread_pool_app", {}),
     "svc+mb": ("service:create_app()", {"TOXISERVE_MICROBATCH": "true"}),
     # COMPILED_MAX_BATCH=0: every call takes the vectorised path, with its fixed numpy cost per call
     "svc vectorised": ("service:create_app()", {"TOXISERVE_COMPILED_MAX_BATCH": "0"}),
@@ -58,7 +59,7 @@ SERVERS = {
     ),
 }
 HAVE_FASTAPI = all(importlib.util.find_spec(name) for name in ("fastapi", "uvicorn"))
-DEFAULT_SERVERS = ["service", "bare model", "constant"] + (["fastapi"] if HAVE_FASTAPI else [])
+DEFAULT_SERVERS = ["service", "bare model", "constant"] + (["fastapi", "fastapi (def)"] if HAVE_FASTAPI else [])
 
 LUA = """
 local bodies = {BODIES}
@@ -172,7 +173,7 @@ def median_of(results: list[dict]) -> dict:
 
 
 COLUMNS = ["server", "route", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "vs bare", "vs constant"]
-COLUMNS += ["vs fastapi"]
+COLUMNS += ["vs fastapi", "vs fastapi (def)"]
 
 
 def write_online_page(args: argparse.Namespace, cold_starts: dict[str, list[float]], rows: list[list]) -> Path:
@@ -250,22 +251,24 @@ def main() -> None:
     rows = []
     header = (
         f"{'server':18} {'route':18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'vs bare':>8} {'vs const':>8} {'vs fastapi':>10}"
+        f"{'errors':>6} {'vs bare':>8} {'vs const':>8} {'vs fastapi':>10} {'vs fastapi (def)':>16}"
     )
     print(header + "\n" + "-" * len(header))
     for (name, route, connections), m in medians.items():
         bare = medians.get(("bare model", route, connections))
         const = medians.get(("constant", route, connections))
-        peer = medians.get(("fastapi", route, connections))
-        vs_bare, vs_const, vs_peer = (f"{m['rps'] / b['rps']:.2f}x" if b else "-" for b in (bare, const, peer))
+        peers = [medians.get((peer, route, connections)) for peer in ("fastapi", "fastapi (def)")]
+        vs_bare, vs_const, vs_peer, vs_pool = (
+            f"{m['rps'] / b['rps']:.2f}x" if b else "-" for b in (bare, const, *peers)
+        )
         errors = int(m["non2xx"] + m["socket_errors"])
         print(
             f"{name:18} {route:18} {connections:>5} {m['rps']:>8,.0f} {m['p50']:>7.2f} {m['p95']:>7.2f} "
-            f"{m['p99']:>7.2f} {errors:>6} {vs_bare:>8} {vs_const:>8} {vs_peer:>10}"
+            f"{m['p99']:>7.2f} {errors:>6} {vs_bare:>8} {vs_const:>8} {vs_peer:>10} {vs_pool:>16}"
         )
         rows.append(
             [name, f"`{route}`", connections, f"{m['rps']:,.0f}", f"{m['p50']:.2f}", f"{m['p95']:.2f}"]
-            + [f"{m['p99']:.2f}", errors, vs_bare, vs_const, vs_peer]
+            + [f"{m['p99']:.2f}", errors, vs_bare, vs_const, vs_peer, vs_pool]
         )
     if args.markdown:
         print(write_online_page(args, cold_starts, rows))

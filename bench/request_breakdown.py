@@ -1,20 +1,22 @@
 """Per-request cost, step by step, measured inside the whole request (microseconds).
 
-    .venv/bin/python -m bench.request_breakdown
+    .venv/bin/python -m bench.request_breakdown [--route /v1/predict|/predict]
 
-A `POST /v1/predict` with everything on (key, rate limit on the embedded store, metrics, the log
-line, drift) is sent to the app's WSGI callable (what gunicorn calls, without sockets) on a
-prebuilt environ, 2,000 texts a pass. Each step the request runs is wrapped with a clock where
-it runs (its function swapped for a timed one for the pass), so the steps are measured together,
-in their real order and cache state: timing each alone in a loop had them add up to only half of
-the request. Each clock's own cost (a clocked no-op's) is taken off its step. What no step
-accounts for is the glue between them; it must stay under 10 % of the request, or a cost is
-missing from the list. The Flask route for the same request (the fast lane taken out) and
-scikit-learn's predict_proba on the same text are timed for scale.
+A `POST /v1/predict` (or `/predict`, the canary router) with everything on (key, rate limit on
+the embedded store, metrics, the log line, drift, rollout evidence) is sent to the app's WSGI
+callable (what gunicorn calls, without sockets) on a prebuilt environ, 2,000 texts a pass.
+Each step the request runs is wrapped with a clock where it runs (its function swapped for a
+timed one for the pass), so the steps are measured together, in their real order and cache
+state: timing each alone in a loop had them add up to only half of the request. Each clock's own
+cost (a clocked no-op's) is taken off its step. What no step accounts for is the glue between
+them; it must stay under 10 % of the request, or a cost is missing from the list. The Flask
+route for the same request (the fast lane taken out) and scikit-learn's predict_proba on the
+same text are timed for scale.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import io
 import json
@@ -46,10 +48,10 @@ MAX_GLUE = 0.10
 _module = sys.modules[__name__]  # environ_for is looked up here, so that it can be clocked too
 
 
-def environ_for(body: bytes) -> dict:
+def environ_for(body: bytes, path: str = "/v1/predict") -> dict:
     return {
         "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/v1/predict",
+        "PATH_INFO": path,
         "SCRIPT_NAME": "",
         "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1",
@@ -86,8 +88,10 @@ def the_steps(app) -> list[tuple[str, object, str]]:
         ("ids adopted", predict_views, "adopt_ids"),
         ("rate limit (embedded store)", service.rate_limiter, "check"),
         ("readiness, queue and in-flight bounds", service.dataplane, "_enter"),
-        ("routing (version served?)", service.dataplane, "_route"),
-        ("routing (version served?)", inference, "model"),
+        ("routing (the arm, or version served?)", service.dataplane, "_route"),
+        ("routing (the arm, or version served?)", inference, "model"),
+        ("rollout evidence and shadow (router)", service.evidence, "answered"),
+        ("rollout evidence and shadow (router)", service.dataplane, "_shadow"),
         ("deadline (clock, peer check)", dataplane_module, "Deadline"),
         ("deadline (clock, peer check)", hot_routes, "peer_closed"),
         ("readiness, queue and in-flight bounds", service.in_flight, "leave"),
@@ -98,9 +102,11 @@ def the_steps(app) -> list[tuple[str, object, str]]:
         ("answer body", inference_module, "Prediction"),
         ("JSON answer", app.wsgi_app, "dumps"),
         ("guard headers + request id", hot_routes, "guard_headers"),
-        ("Prometheus metrics (6 updates)", logs.metrics, "child"),
-        ("Prometheus metrics (6 updates)", prometheus_client.Counter, "inc"),
-        ("Prometheus metrics (6 updates)", prometheus_client.Histogram, "observe"),
+        ("Prometheus metrics (every update)", logs.metrics, "child"),
+        ("Prometheus metrics (every update)", prometheus_client.Counter, "inc"),
+        ("Prometheus metrics (every update)", prometheus_client.Histogram, "observe"),
+        ("Prometheus metrics (every update)", prometheus_client.Gauge, "inc"),
+        ("Prometheus metrics (every update)", prometheus_client.Gauge, "dec"),
         ("scoring cost estimate (for the worker)", inference, "_learn_cost"),
         ("log line", logs.request_log, "info"),
     ]
@@ -108,19 +114,27 @@ def the_steps(app) -> list[tuple[str, object, str]]:
 
 @contextmanager
 def clocked(steps, spent: dict[str, float], calls: dict[str, int]):
-    """Each step's function swapped for one that adds its time to `spent[step]` and counts its
-    calls; restored after."""
+    """Each step's function swapped for one that adds its own time (less that of clocked steps it
+    calls: drift's and the rate limit's metric updates are the metrics step's) to `spent[step]`
+    and counts its calls; restored after."""
     saved = []
+    nested: list[float] = []  # per open clock: the time of the clocked steps inside it so far
+
     for name, owner, attribute in steps:
         original = getattr(owner, attribute)
 
         def timed(*args, _original=original, _name=name, **kwargs):
+            nested.append(0.0)
             started = time.perf_counter()
             try:
                 return _original(*args, **kwargs)
             finally:
-                spent[_name] += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                inner = nested.pop()
+                spent[_name] += elapsed - inner  # a step is charged its own time, not its clocked callees'
                 calls[_name] += 1
+                if nested:
+                    nested[-1] += elapsed
 
         had_own = attribute in getattr(owner, "__dict__", {})
         saved.append((owner, attribute, original, had_own))
@@ -152,15 +166,18 @@ def clock_inside_cost() -> float:
     return spent["noop"] / calls["noop"]
 
 
-def per_request(app_callable, bodies, start_response) -> float:
+def per_request(app_callable, bodies, start_response, path: str) -> float:
     """µs per request over one pass of `bodies`."""
     started = time.perf_counter()
     for body in bodies:
-        b"".join(app_callable(_module.environ_for(body), start_response))
+        b"".join(app_callable(_module.environ_for(body, path), start_response))
     return (time.perf_counter() - started) / len(bodies) * 1e6
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--route", choices=["/v1/predict", "/predict"], default="/v1/predict")
+    path = parser.parse_args().route
     texts = [t for t in pd.read_csv(DATASET)["text"].sample(N, random_state=2) if len(t) <= 2000]
     store = f"sqlite:///{tempfile.mkdtemp()}/s.sqlite3"
     app = create_app(
@@ -185,17 +202,17 @@ def main() -> None:
     spent_runs: list[dict[str, float]] = []
     inside = clock_inside_cost()
     for _ in range(5):  # interleaved, so drift in the machine's speed hits all three alike
-        plain.append(per_request(app.wsgi_app, bodies, start_response))
-        flask_route.append(per_request(app.wsgi_app.flask_wsgi, bodies, start_response))
+        plain.append(per_request(app.wsgi_app, bodies, start_response, path))
+        flask_route.append(per_request(app.wsgi_app.flask_wsgi, bodies, start_response, path))
         spent: dict[str, float] = defaultdict(float)
         calls: dict[str, int] = defaultdict(int)
         with clocked(steps, spent, calls):
-            wrapped.append(per_request(app.wsgi_app, bodies, start_response))
+            wrapped.append(per_request(app.wsgi_app, bodies, start_response, path))
         spent_runs.append({name: (s - calls[name] * inside) / len(bodies) * 1e6 for name, s in spent.items()})
     assert statuses == {"200 OK"}, f"not every request was answered 200: {statuses}"
     median = statistics.median
     whole, whole_wrapped = median(plain), median(wrapped)
-    print(f"\nPOST /v1/predict, µs per request, inside the whole request (median of 5 passes over {len(texts)} texts;")
+    print(f"\nPOST {path}, µs per request, inside the whole request (median of 5 passes over {len(texts)} texts;")
     print(f"{machine()})")
     costs = {name: median(run.get(name, 0.0) for run in spent_runs) for name in dict.fromkeys(n for n, _, _ in steps)}
     for name, cost in costs.items():
