@@ -12,8 +12,10 @@ import json
 import logging
 
 import pytest
+from marshmallow import Schema, ValidationError
 
 from service.http.hot_routes import HotRoutes
+from service.http.views.predict import BATCH_SCHEMA, PREDICT_SCHEMA
 from service.observability import tracing
 
 from .conftest import API_KEY, make_app
@@ -156,3 +158,54 @@ def test_an_unexpected_error_in_the_fast_lane_is_a_json_500_with_its_log_line(mo
     # the log line of the unexpected error carries the request's id, as Flask's handler's does
     (failure,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert failure.request_id == response.json["request_id"]
+
+
+BODIES = [
+    {"text": "hi"},
+    {"text": "hi", "explain": True, "categories": False},
+    {"text": "hi", "explain": 3, "categories": True, "request_id": "r-1"},
+    {"text": "hi", "explain": 0},
+    {"text": "hi", "explain": 51},
+    {"text": "hi", "explain": -1},
+    {"text": "hi", "explain": 2.0},
+    {"text": "hi", "categories": 1},
+    {"text": "hi", "request_id": 5},
+    {"text": 5},
+    {"text": None},
+    {"text": "x", "unknown": 1},
+    {},
+    {"texts": ["a", "b"]},
+    {"texts": ["a"], "on_error": "item", "explain": False},
+    {"texts": [], "categories": True},
+    {"texts": ["a", 1]},
+    {"texts": "a"},
+    {"texts": ["a"], "on_error": "skip"},
+    {"texts": ["a"], "text": "both"},
+]
+
+
+@pytest.mark.parametrize("schema", [PREDICT_SCHEMA, BATCH_SCHEMA], ids=["predict", "batch"])
+@pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
+def test_the_schemas_plain_bodies_load_as_marshmallow_loads_them(schema, body):
+    """The scoring schemas load common valid bodies without marshmallow: the result, or the refusal,
+    must be marshmallow's own."""
+
+    def outcome(load):
+        try:
+            return load(body)
+        except ValidationError as error:
+            return error.messages
+
+    marshmallow_load = lambda data: Schema.load(schema, data)  # noqa: E731
+    assert outcome(schema.load) == outcome(marshmallow_load)
+
+
+def test_the_plain_path_really_takes_the_common_bodies():
+    assert PREDICT_SCHEMA._plain({"text": "hi", "request_id": "r"}) == {
+        "text": "hi",
+        "categories": False,
+        "explain": 0,
+        "request_id": "r",
+    }
+    assert BATCH_SCHEMA._plain({"texts": ["a"], "explain": True}) is not None
+    assert PREDICT_SCHEMA._plain({"text": "hi", "unknown": 1}) is None  # marshmallow refuses it

@@ -1,5 +1,6 @@
 """Logs: one JSON line per request with its facts; the text and the API key never appear."""
 
+import contextlib
 import io
 import json
 import logging
@@ -64,3 +65,55 @@ def test_every_line_during_a_request_carries_its_id(log_lines, monkeypatch):
     during = [line for line in log_lines() if line["logger"] not in ("service.core.state", "service.rollout.state")]
     assert {line["request_id"] for line in during} == {"rid-77"}
     assert any(line["message"].startswith("inference failed") for line in during)
+
+
+@contextlib.contextmanager
+def only_the_app_handler():
+    """The root logger as gunicorn's logconfig leaves it: the app's handler alone, on a buffer (set in
+    the test's body: pytest adds its capture handlers around each test call)."""
+    from service.observability.logs import app_handler
+
+    root = logging.getLogger()
+    saved, saved_level = root.handlers[:], root.level
+    handler = app_handler()
+    handler.setStream(io.StringIO())
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(saved_level)
+
+
+def test_the_request_line_written_directly_is_the_line_logging_writes():
+    from service.observability.logs import request_log, write_request_line
+
+    fields = {"route": "/v1/predict", "method": "POST", "status": 200, "latency_ms": 1.5}
+    fields.update({"request_id": "r-1", "model_version": "v1", "arm": None, "error_code": "X"})
+    with only_the_app_handler() as handler:
+        assert write_request_line(dict(fields))
+        request_log.info("request", extra=dict(fields))
+    direct, logged = handler.stream.getvalue().splitlines()
+    if json.loads(direct)["ts"] == json.loads(logged)["ts"]:  # the same second
+        assert direct == logged
+    assert json.loads(direct) == json.loads(logged) | {"ts": json.loads(direct)["ts"]}
+
+
+def test_the_request_line_goes_through_logging_when_anything_else_would_see_it():
+    from service.observability.logs import request_log, write_request_line
+
+    fields = {"route": "/v1/predict", "request_id": "r-2"}
+    extra = logging.StreamHandler(io.StringIO())
+    with only_the_app_handler() as handler:
+        logging.getLogger().addHandler(extra)
+        assert not write_request_line(fields)  # a second handler
+        logging.getLogger().removeHandler(extra)
+        request_log.setLevel(logging.WARNING)
+        assert not write_request_line(fields)  # a level that drops it
+        request_log.setLevel(logging.NOTSET)
+        request_log.addFilter(RequestIdFilter())
+        assert not write_request_line(fields)  # a filter on the logger
+        request_log.filters.clear()
+        assert write_request_line(fields)
+    assert handler.stream.getvalue().count('"message":"request"') == 1
