@@ -84,7 +84,7 @@ def the_steps(app) -> list[tuple[str, object, str]]:
         ("the call and its ids", hot_routes, "unbind_call"),
         ("key check (sha256, compare)", hot_routes, "check_key"),
         ("JSON parse", hot_routes, "parse_json"),
-        ("marshmallow schema", predict_views.PREDICT_SCHEMA, "load"),
+        ("schema (plain bodies; else marshmallow)", predict_views.PREDICT_SCHEMA, "load"),
         ("ids adopted", predict_views, "adopt_ids"),
         ("rate limit (embedded store)", service.rate_limiter, "check"),
         ("readiness, queue and in-flight bounds", service.dataplane, "_enter"),
@@ -108,7 +108,8 @@ def the_steps(app) -> list[tuple[str, object, str]]:
         ("Prometheus metrics (every update)", prometheus_client.Gauge, "inc"),
         ("Prometheus metrics (every update)", prometheus_client.Gauge, "dec"),
         ("scoring cost estimate (for the worker)", inference, "_learn_cost"),
-        ("log line", logs.request_log, "info"),
+        ("log line", logs, "write_request_line"),
+        ("log line", logs.request_log, "info"),  # when another handler or filter would see the record
     ]
 
 
