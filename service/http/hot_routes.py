@@ -13,11 +13,14 @@ tracing on (its spans live in Flask's hooks), or debug mode (indented JSON).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from flask.json.provider import DefaultJSONProvider
 from marshmallow import Schema, ValidationError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -90,7 +93,7 @@ class HotRoutes:
         self.app = app
         self.plane = app.extensions["toxiserve"].dataplane
         self.max_body = app.config["MAX_CONTENT_LENGTH"]
-        self.dumps = app.json.dumps  # Flask's JSON provider, as jsonify uses it
+        self.dumps = json_encoder(app)
 
     def __call__(self, environ: dict, start_response) -> Any:
         route = _route(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
@@ -113,7 +116,7 @@ class HotRoutes:
             record_request(call, route.rule, "POST", status)
         finally:
             unbind_call(token)
-        data = f"{self.dumps(body, separators=(',', ':'))}\n".encode()
+        data = f"{self.dumps(body)}\n".encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers.items()]
         start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", headers)
         return [data]
@@ -137,6 +140,21 @@ class HotRoutes:
     def _error(call, error: ToxiserveError) -> tuple[int, dict, dict]:
         call.error_code = error.error_code  # for the request log line
         return error.status, error_body(error, call.request_id), dict(getattr(error, "headers", None) or {})
+
+
+def json_encoder(app) -> Callable[[Any], str]:
+    """Flask's JSON provider's `dumps`, compact, as jsonify writes a body: for Flask's own provider,
+    one encoder built once (json.dumps with options builds a JSONEncoder per call); the same text."""
+    provider = app.json
+    if type(provider) is not DefaultJSONProvider:
+        return partial(provider.dumps, separators=(",", ":"))
+    encoder = json.JSONEncoder(
+        default=provider.default,
+        ensure_ascii=provider.ensure_ascii,
+        sort_keys=provider.sort_keys,
+        separators=(",", ":"),
+    )
+    return encoder.encode
 
 
 def _address(environ: dict) -> str:

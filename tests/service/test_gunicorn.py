@@ -114,3 +114,22 @@ def test_open_inference_protocol_over_http(server, shipped_registry):
     expected = shipped_registry.load("toxicity", "v1").score(["you idiot", "nice one"])
     np.testing.assert_allclose(reply.json()["outputs"][0]["data"], expected, atol=1e-12, rtol=0)
     assert requests.get(f"{server.url}/v2/health/ready", timeout=5).json()["ready"] is True
+
+
+def test_the_date_header_is_formatted_once_a_second_and_reads_the_same(server):
+    """The worker formats the Date header once a second (service/http/wsgi_server.py): the text is
+    email.utils' for that second, and every response carries a valid, current one."""
+    import email.utils
+
+    from service.http.wsgi_server import http_date_once_a_second
+
+    for _ in range(3):  # a second may turn between the two calls: then the next try is in one second
+        before = email.utils.formatdate(time.time(), usegmt=True)
+        cached = http_date_once_a_second()
+        if before == email.utils.formatdate(time.time(), usegmt=True):
+            break
+    assert cached == before
+    assert http_date_once_a_second(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
+    answered = requests.post(f"{server.url}/v1/predict", json={"text": "hi"}, headers=AUTH, timeout=5)
+    sent = email.utils.parsedate_to_datetime(answered.headers["Date"]).timestamp()
+    assert abs(sent - time.time()) < 120  # the server's clock, formatted right (not a timing bound)
