@@ -52,7 +52,7 @@ class DetailRequestMixin(Schema):
     )
 
 
-def plain_detail(body: dict) -> tuple[bool, int] | None:
+def _plain_detail(body: dict) -> tuple[bool, int] | None:
     """`categories` and `explain` as DetailRequestMixin loads them, or None where it might refuse them."""
     categories, explain = body.get("categories", False), body.get("explain", 0)
     if categories is not True and categories is not False:
@@ -119,7 +119,7 @@ _BATCH_KEYS = _DETAIL_KEYS | {"texts", "on_error"}
 
 def _plain_body(data: dict, loaded: dict) -> dict | None:
     """`loaded` with the detail fields and the request id, as marshmallow loads them; None if unsure."""
-    detail = plain_detail(data)
+    detail = _plain_detail(data)
     if detail is None:
         return None
     loaded["categories"], loaded["explain"] = detail

@@ -121,9 +121,12 @@ def write_request_line(fields: dict) -> bool:
         text = orjson.dumps(line).decode() + handler.terminator
     except TypeError:
         return False  # a value orjson cannot write: the formatter's fallbacks can
-    with handler.lock:
-        handler.stream.write(text)
-        handler.flush()
+    try:
+        with handler.lock:
+            handler.stream.write(text)
+            handler.flush()
+    except Exception:  # stdout closed, a full disk: logging reports it (handleError), the request goes on
+        return False
     return True
 
 

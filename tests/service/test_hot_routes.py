@@ -200,6 +200,15 @@ def test_the_schemas_plain_bodies_load_as_marshmallow_loads_them(schema, body):
     assert outcome(schema.load) == outcome(marshmallow_load)
 
 
+def test_the_plain_path_knows_exactly_the_schemas_fields():
+    """A field added to (or removed from) a schema must be taught to its plain path too, or the plain
+    path would load a body marshmallow loads otherwise."""
+    from service.core.schemas import _BATCH_KEYS, _PREDICT_KEYS
+
+    assert set(PREDICT_SCHEMA.load_fields) == _PREDICT_KEYS
+    assert set(BATCH_SCHEMA.load_fields) == _BATCH_KEYS
+
+
 def test_the_plain_path_really_takes_the_common_bodies():
     assert PREDICT_SCHEMA._plain({"text": "hi", "request_id": "r"}) == {
         "text": "hi",

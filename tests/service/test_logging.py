@@ -117,3 +117,19 @@ def test_the_request_line_goes_through_logging_when_anything_else_would_see_it()
         request_log.filters.clear()
         assert write_request_line(fields)
     assert handler.stream.getvalue().count('"message":"request"') == 1
+
+
+class BrokenStream(io.StringIO):
+    def write(self, text):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_log_stream_that_fails_never_fails_the_request():
+    """stdout closed or the disk full: the direct write declines, and logging reports the failure on
+    stderr (handleError) instead of raising into the request, as it always did."""
+    from service.observability.logs import request_log, write_request_line
+
+    with only_the_app_handler() as handler:
+        handler.setStream(BrokenStream())
+        assert not write_request_line({"route": "/v1/predict", "request_id": "r-3"})
+        request_log.info("request", extra={"route": "/v1/predict", "request_id": "r-3"})  # does not raise
