@@ -255,3 +255,24 @@ def test_a_spec_with_no_test_rows_trains_and_says_so(runner, tmp_path):
     manifest = load_artifact(tmp_path / "m" / "t" / "v1", allow_pickle=False).manifest
     assert manifest["metrics"]["test"] is None and manifest["splits"]["test"] == 0
     assert manifest["metrics"]["sources"]["functional"]["validation"]["roc_auc"] is not None
+
+
+def test_the_model_family_probe_compares_families_on_validation_rows(data_root):
+    """`python -m bench.model_families`, as docs/models.md runs it: one table row per family."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    probe = [sys.executable, "-m", "bench.model_families", "--spec", str(data_root / "spec.json")]
+    probe += ["--data-root", str(data_root), "--family", "linear", "--family", "mlp:4:1e-2:3"]
+    proc = subprocess.run(probe, cwd=repo, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| `")]
+    assert [row[0] for row in rows] == ["| `linear`", "| `mlp:4:1e-2:3`"]
+    for row in rows:
+        flagged, kept = float(row[3]), float(row[4])
+        assert 0 <= flagged <= 1 and 0 <= kept <= 1
+        assert "alpha " in row[6] and "beta " in row[6]  # every training source's validation AUC
+    refused = subprocess.run([*probe[:-4], "--family", "forest"], cwd=repo, capture_output=True, text=True)
+    assert refused.returncode != 0 and "unknown family 'forest'" in refused.stderr
