@@ -40,30 +40,42 @@ DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 SUITE = "functional"
 
 
-def fit_family(family: str, preset: str, texts: list[str], labels: np.ndarray, weights: np.ndarray):
-    """A fitted object with predict_proba over raw texts, for one family spec."""
+def parse_family(family: str) -> tuple[str, dict | tuple[int, float, int]]:
+    """`linear[:JSON]` -> ("linear", classifier keys); `mlp:H:ALPHA:EPOCHS` -> ("mlp", (H, ALPHA, EPOCHS))."""
     kind, _, options = family.partition(":")
+    try:
+        if kind == "linear":
+            keys = json.loads(options) if options else {}
+            if isinstance(keys, dict):
+                return kind, keys
+        elif kind == "mlp":
+            hidden, alpha, epochs = options.split(":")
+            return kind, (int(hidden), float(alpha), int(epochs))
+    except ValueError:
+        pass
+    raise SystemExit(f"unknown family {family!r}: use linear[:JSON object] or mlp:HIDDEN:ALPHA:EPOCHS")
+
+
+def fit_family(family: tuple[str, dict | tuple], preset: str, texts: list[str], labels: np.ndarray, weights):
+    """A fitted object with predict_proba over raw texts, for one parsed family."""
+    kind, options = family
     params = resolve_params(preset)
     if kind == "linear":
-        params["classifier"].update(json.loads(options) if options else {})
+        params["classifier"].update(options)
         return build_pipeline(params).fit(texts, labels, clf__sample_weight=weights)
-    if kind == "mlp":
-        from sklearn.neural_network import MLPClassifier
-        from sklearn.pipeline import Pipeline
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
 
-        hidden, alpha, epochs = options.split(":")
-        features = build_pipeline(params)[:-1]
-        network = MLPClassifier(
-            hidden_layer_sizes=(int(hidden),), alpha=float(alpha), max_iter=int(epochs), batch_size=256, random_state=0
-        )
-        # The linear preset balances classes inside the classifier; here the weights carry it.
-        balance = np.where(labels == 1, len(labels) / (2 * labels.sum()), len(labels) / (2 * (labels == 0).sum()))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a few epochs on purpose: "did not converge" is expected
-            x = features.fit_transform(texts)
-            network.fit(x, labels, sample_weight=weights * balance)
-        return Pipeline([*features.steps, ("clf", network)])
-    raise SystemExit(f"unknown family {family!r}: use linear[:JSON] or mlp:HIDDEN:ALPHA:EPOCHS")
+    hidden, alpha, epochs = options
+    features = build_pipeline(params)[:-1]
+    network = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=epochs, batch_size=256, random_state=0)
+    # The linear preset balances classes inside the classifier; here the weights carry it.
+    balance = np.where(labels == 1, len(labels) / (2 * labels.sum()), len(labels) / (2 * (labels == 0).sum()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few epochs on purpose: "did not converge" is expected
+        x = features.fit_transform(texts)
+        network.fit(x, labels, sample_weight=weights * balance)
+    return Pipeline([*features.steps, ("clf", network)])
 
 
 def judge(model, validation: dict[str, tuple[list[str], np.ndarray]], functionality: list[str]) -> dict:
@@ -104,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--preset", default="robust-words")
     args = parser.parse_args(argv)
+    families = {family: parse_family(family) for family in args.family}  # refused before any data is read
 
     datas = load_spec(args.spec, args.data_root)
     texts, labels, weights, _, _ = training_rows(datas, evaluation_keys(datas), SEED)
@@ -117,9 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("\n| family | fit s | threshold | suite toxic flagged | suite clean kept | worst functionality | ROC-AUC |")
     print("|---|---|---|---|---|---|---|")
-    for family in args.family:
+    for family, parsed in families.items():
         started = time.perf_counter()
-        model = fit_family(family, args.preset, texts, labels, weights)
+        model = fit_family(parsed, args.preset, texts, labels, weights)
         seconds = time.perf_counter() - started
         found = judge(model, validation, functionality)
         suite = ("n/a",) * 3

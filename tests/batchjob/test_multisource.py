@@ -8,7 +8,7 @@ import pytest
 from batchjob.cli import cli
 from shared_features import load_artifact
 from shared_features.model_card import CARD_FILE
-from shared_features.sources import Source, load_source, read_spec
+from shared_features.sources import Source, load_source, load_spec, read_spec
 from shared_features.text import normalize_text
 from tests.conftest import make_rows
 
@@ -268,11 +268,16 @@ def test_the_model_family_probe_compares_families_on_validation_rows(data_root):
     probe += ["--data-root", str(data_root), "--family", "linear", "--family", "mlp:4:1e-2:3"]
     proc = subprocess.run(probe, cwd=repo, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
+    # Judged on each training source's validation rows: never its test rows, never an eval source.
+    datas = [d for d in load_spec(data_root / "spec.json", data_root) if d.source.use == "train"]
+    counts = ", ".join(f"{d.source.name} {len(d.part('validation')[0])}" for d in datas if len(d.part("validation")[0]))
+    assert f"validation rows: {counts}\n" in proc.stdout
     rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| `")]
     assert [row[0] for row in rows] == ["| `linear`", "| `mlp:4:1e-2:3`"]
     for row in rows:
         flagged, kept = float(row[3]), float(row[4])
         assert 0 <= flagged <= 1 and 0 <= kept <= 1
         assert "alpha " in row[6] and "beta " in row[6]  # every training source's validation AUC
-    refused = subprocess.run([*probe[:-4], "--family", "forest"], cwd=repo, capture_output=True, text=True)
-    assert refused.returncode != 0 and "unknown family 'forest'" in refused.stderr
+    for family in ("forest", "linear:{C", "mlp:4"):
+        refused = subprocess.run([*probe[:-4], "--family", family], cwd=repo, capture_output=True, text=True)
+        assert refused.returncode != 0 and f"unknown family '{family}'" in refused.stderr
